@@ -1,0 +1,3 @@
+from deepwatch.cli import main
+
+main()

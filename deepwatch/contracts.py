@@ -1,0 +1,264 @@
+"""The messages and documents that cross process boundaries.
+
+Every event on a Kafka topic and every record in the index is one of these models. They are
+versioned (``schema_version``) and strict: unknown fields and wrong types are rejected with an
+error that names the field, because a silently dropped field is a silently lost fact.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+TOPIC_URLS = "deepwatch.urls"
+TOPIC_RESULTS = "deepwatch.results"
+TOPIC_DLQ = "deepwatch.dlq"
+TOPICS = (TOPIC_URLS, TOPIC_RESULTS, TOPIC_DLQ)
+
+MAX_URL_LENGTH = 4096
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
+Hash64Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="64-bit hash, hex")]
+Hash256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="256-bit hash, hex")]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+HttpUrl = Annotated[str, Field(min_length=8, max_length=MAX_URL_LENGTH)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ContractError(ValueError):
+    """Input that does not fit a contract; the message names every offending field."""
+
+    def __init__(self, model: str, problems: list[tuple[str, str]]):
+        self.model = model
+        self.problems = problems
+        detail = "; ".join(f"{field}: {message}" for field, message in problems)
+        super().__init__(f"invalid {model}: {detail}")
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.problems]
+
+
+class Part(BaseModel):
+    """A strict piece of a contract: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Contract(Part):
+    """A top-level message or document, versioned so that readers can tell old from new."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+def _check_http_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise ValueError("must be an absolute http(s) URL")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must not contain whitespace")
+    return value
+
+
+class Hints(Part):
+    """What the crawler saw next to the URL; free text for moderators, never trusted."""
+
+    title: Annotated[str, Field(max_length=1000)] | None = None
+    uploader: Annotated[str, Field(max_length=300)] | None = None
+    posted_at: AwareDatetime | None = None
+    text: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class UrlDiscovered(Contract):
+    """A media URL found by a crawler or submitted by a person (topic ``deepwatch.urls``)."""
+
+    url: HttpUrl
+    canonical_url: HttpUrl
+    source: Slug
+    platform: Slug
+    discovered_at: AwareDatetime = Field(default_factory=utcnow)
+    hints: Hints | None = None
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: uuid.uuid4().hex
+    )
+
+    _urls = field_validator("url", "canonical_url")(_check_http_url)
+
+    def key(self) -> bytes:
+        """Kafka key: the same canonical URL always lands on the same partition."""
+        return self.canonical_url.encode()
+
+
+class Sighting(Part):
+    """One distinct URL at which a media item was seen."""
+
+    url: HttpUrl
+    canonical_url: HttpUrl
+    source: Slug
+    platform: Slug
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    count: Annotated[int, Field(ge=1)] = 1
+    hints: Hints | None = None
+
+    _urls = field_validator("url", "canonical_url")(_check_http_url)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Sighting:
+        if self.last_seen < self.first_seen:
+            raise ValueError("last_seen is before first_seen")
+        return self
+
+
+class Fingerprints(Part):
+    """Near-duplicate evidence; ``sha256`` is the exact identity, the rest are perceptual."""
+
+    sha256: Sha256Hex
+    videohash: Hash64Hex | None = None
+    pdq: list[Hash256Hex] = Field(default_factory=list, description="per sampled frame (1 fps)")
+    pdq_faces: list[Hash256Hex] = Field(default_factory=list, description="per face crop")
+
+
+class DetectorScore(Part):
+    p_fake: Probability
+    model_version: Annotated[str, Field(min_length=1, max_length=200)]
+    frames: Annotated[int, Field(ge=0)] = 0
+
+
+class Review(Part):
+    label: Literal["fake", "real", "unsure"]
+    reviewer: Annotated[str, Field(min_length=1, max_length=200)]
+    at: AwareDatetime = Field(default_factory=utcnow)
+    note: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class StoredObjects(Part):
+    """Object-store keys; built from ids only, never from user input."""
+
+    media: str | None = None
+    thumbnail: str | None = None
+    result: str | None = None
+
+
+class MediaInfo(Part):
+    duration: Annotated[float, Field(ge=0)] | None = None
+    width: Annotated[int, Field(ge=0)] | None = None
+    height: Annotated[int, Field(ge=0)] | None = None
+    fps: Annotated[float, Field(ge=0)] | None = None
+    bytes: Annotated[int, Field(ge=0)] | None = None
+    codec: Annotated[str, Field(max_length=64)] | None = None
+
+
+Verdict = Literal["fake", "uncertain", "real", "no_face", "error"]
+DedupClass = Literal["none", "url", "exact", "near"]
+
+
+class MediaRecord(Contract):
+    """The one document per distinct media item, keyed by the sha256 of its bytes."""
+
+    media_id: Sha256Hex
+    kind: Literal["image", "video"]
+    fingerprints: Fingerprints
+    sightings: list[Sighting] = Field(default_factory=list)
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    dedup: DedupClass = "none"
+    duplicate_of: Sha256Hex | None = None
+    variant_of: Sha256Hex | None = None
+    detectors: dict[str, DetectorScore] = Field(default_factory=dict)
+    score: Probability | None = None
+    verdict: Verdict | None = None
+    error: Annotated[str, Field(max_length=10_000)] | None = None
+    review: Review | None = None
+    objects: StoredObjects = Field(default_factory=StoredObjects)
+    media: MediaInfo = Field(default_factory=MediaInfo)
+    timings: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MediaRecord:
+        if self.fingerprints.sha256 != self.media_id:
+            raise ValueError("fingerprints.sha256 must equal media_id")
+        if self.last_seen < self.first_seen:
+            raise ValueError("last_seen is before first_seen")
+        if self.dedup == "near" and self.duplicate_of is None:
+            raise ValueError("dedup 'near' needs duplicate_of")
+        if self.verdict == "error" and not self.error:
+            raise ValueError("verdict 'error' needs an error message")
+        urls = [s.canonical_url for s in self.sightings]
+        if len(urls) != len(set(urls)):
+            raise ValueError("sightings must hold one entry per canonical_url")
+        return self
+
+
+class ScoredMedia(Contract):
+    """Published on ``deepwatch.results`` once a record has been written."""
+
+    media_id: Sha256Hex
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)]
+    canonical_url: HttpUrl
+    dedup: DedupClass
+    verdict: Verdict | None
+    score: Probability | None
+    detectors: dict[str, DetectorScore] = Field(default_factory=dict)
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Contract):
+    """A message that could not be processed, with why; published on ``deepwatch.dlq``."""
+
+    payload: str = Field(description="the original message value, decoded as UTF-8 with replacement")
+    key: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    stage: Annotated[str, Field(min_length=1, max_length=64)]
+    error_type: Annotated[str, Field(min_length=1, max_length=200)]
+    message: Annotated[str, Field(max_length=10_000)]
+    attempts: Annotated[int, Field(ge=1)] = 1
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
+C = TypeVar("C", bound=Part)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def parse(model: type[C], raw: bytes | str | dict[str, Any]) -> C:
+    """Validate raw input into ``model``, raising :class:`ContractError` that names each field."""
+    if isinstance(raw, (bytes, str)):
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ContractError(model.__name__, [("<root>", f"not valid JSON ({exc})")]) from None
+    else:
+        data = raw
+    if not isinstance(data, dict):
+        raise ContractError(model.__name__, [("<root>", "must be a JSON object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_loc(err["loc"]), err["msg"]) for err in exc.errors()]
+        raise ContractError(model.__name__, problems) from None

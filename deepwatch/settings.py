@@ -1,0 +1,206 @@
+"""The one settings object.
+
+Read from ``DEEPWATCH_*`` environment variables and an optional YAML file (``--config`` or
+``DEEPWATCH_CONFIG``); the environment wins over the file, the file over the defaults. Every backend
+choice lives here, so a deployment differs from the embedded stack only in its settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from deepwatch.contracts import ContractError
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MASK = "**********"
+
+# The YAML file for the Settings being built right now; a context variable rather than a class
+# attribute so that loading two configs (tests do) never mixes them up.
+_yaml_file: ContextVar[Path | None] = ContextVar("deepwatch_yaml_file", default=None)
+
+
+def _split_commas(value: Any) -> Any:
+    """``a, b`` in an environment variable is a list; a YAML list stays a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DEEPWATCH_",
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    # --- where things live ------------------------------------------------------------------
+    data_dir: Path = Field(Path("deepwatch-data"), description="state of the embedded stack")
+    models_dir: Path | None = Field(None, description="detector weights; default <data_dir>/models")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Kafka ------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset means the embedded broker of `deepwatch up`"
+    )
+    kafka_partitions: int = Field(4, ge=1, le=1024)
+    kafka_replication: int = Field(1, ge=1, le=7)
+    # Tansu holds the first JoinGroup for about half the session timeout; short values keep
+    # group joins fast there and are harmless on a real Kafka.
+    kafka_session_timeout_s: float = Field(6.0, gt=0)
+    kafka_heartbeat_s: float = Field(2.0, gt=0)
+
+    # --- search index -----------------------------------------------------------------------
+    index_backend: Literal["sqlite", "elasticsearch"] = "sqlite"
+    index_sqlite_path: Path | None = Field(None, description="default <data_dir>/index.sqlite3")
+    es_url: str | None = None
+    es_username: str | None = None
+    es_password: SecretStr | None = None
+    es_api_key: SecretStr | None = None
+    es_ca_certs: Path | None = None
+    es_index_prefix: str = Field("deepwatch", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+    # --- object store -----------------------------------------------------------------------
+    store_backend: Literal["local", "s3"] = "local"
+    store_local_dir: Path | None = Field(None, description="default <data_dir>/objects")
+    s3_endpoint: str | None = Field(None, description="host:port or URL of the S3/MinIO service")
+    s3_bucket: str = Field("deepwatch", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = True
+    s3_region: str | None = None
+    store_keep_media: bool = Field(False, description="keep non-flagged media after scoring")
+
+    # --- API and Serve ----------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8765, ge=1, le=65535)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated in the environment"
+    )
+    serve_url: str | None = Field(None, description="scoring endpoint; default the local API")
+    ray_address: str | None = Field(None, description="unset: start a local Ray")
+    ray_num_cpus: int | None = Field(None, ge=1)
+
+    # --- stream worker and crawler ----------------------------------------------------------
+    worker_web_port: int = Field(6066, ge=1, le=65535)
+    crawler_port: int = Field(6067, ge=1, le=65535)
+    sources_file: Path | None = None
+    health_worker_url: str | None = Field(None, description="the API's /healthz asks it")
+    health_crawler_url: str | None = Field(None, description="the API's /healthz asks it")
+
+    # --- fetching ---------------------------------------------------------------------------
+    fetch_max_bytes: int = Field(500 * 1024 * 1024, ge=1)
+    fetch_max_duration_s: float = Field(15 * 60, gt=0)
+    fetch_timeout_s: float = Field(120, gt=0)
+    fetch_max_redirects: int = Field(5, ge=0, le=30)
+    fetch_allow_networks: Annotated[list[IpNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs the SSRF guard lets through (comma-separated); empty by default",
+    )
+
+    _commas = field_validator("api_keys", mode="before")(_split_commas)
+
+    @field_validator("fetch_allow_networks", mode="before")
+    @classmethod
+    def _strict_networks(cls, value: Any) -> Any:
+        # ip_network("10.0.0.1/8") raises: a CIDR with host bits set is almost always a typo.
+        items = _split_commas(value)
+        if not isinstance(items, list):
+            return items
+        return [ipaddress.ip_network(v, strict=True) if isinstance(v, str) else v for v in items]
+
+    @model_validator(mode="after")
+    def _backends_configured(self) -> Settings:
+        if self.index_backend == "elasticsearch" and not self.es_url:
+            raise ValueError("index_backend 'elasticsearch' needs es_url")
+        if self.store_backend == "s3" and not self.s3_endpoint:
+            raise ValueError("store_backend 's3' needs s3_endpoint")
+        if self.kafka_heartbeat_s >= self.kafka_session_timeout_s:
+            raise ValueError("kafka_heartbeat_s must be below kafka_session_timeout_s")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    # --- derived locations ------------------------------------------------------------------
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def index_path(self) -> Path:
+        return self.index_sqlite_path or self.data_dir / "index.sqlite3"
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_local_dir or self.data_dir / "objects"
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.data_dir / "endpoints.json"
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON-ready data, with every secret replaced by a mask."""
+        data = self.model_dump(mode="json")
+        for name in ("es_url", "s3_endpoint", "serve_url", "kafka_bootstrap"):
+            if data.get(name):
+                data[name] = mask_url_password(data[name])
+        return data
+
+
+def mask_url_password(url: str) -> str:
+    """``https://user:secret@host`` → ``https://user:**********@host``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:{MASK}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; raise :class:`ContractError` naming each bad field."""
+    path = config or os.environ.get("DEEPWATCH_CONFIG") or None
+    yaml_path = Path(path) if path else None
+    if yaml_path is not None and not yaml_path.is_file():
+        raise ContractError("Settings", [("config", f"no such file: {yaml_path}")])
+    token = _yaml_file.set(yaml_path)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = [(".".join(map(str, e["loc"])) or "<root>", e["msg"]) for e in exc.errors()]
+        raise ContractError("Settings", problems) from None
+    finally:
+        _yaml_file.reset(token)

@@ -1,0 +1,71 @@
+"""The crawler process (``deepwatch crawl``): runs the configured sources on their schedule.
+
+The sources file is validated here; the source kinds themselves (yt-dlp listings, feeds, Reddit,
+web pages, files) arrive with issue 5 and register in :data:`SOURCE_KINDS`. Until then a sources
+file that names a kind is refused with a clear error, and with no sources the crawler idles and
+reports itself healthy with zero sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field
+
+from deepwatch.contracts import ContractError, Part, Slug, parse
+from deepwatch.health import start_health_server
+from deepwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCE_KINDS: dict[str, Any] = {}
+
+
+class SourceConfig(Part):
+    name: Slug
+    kind: Slug
+    interval_s: Annotated[float, Field(gt=0)] = 300.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourcesFile(Part):
+    sources: list[SourceConfig] = Field(default_factory=list)
+
+
+def load_sources(path: Path | None) -> SourcesFile:
+    if path is None:
+        return SourcesFile()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ContractError("SourcesFile", [("<file>", f"{path}: {exc}")]) from None
+    config = parse(SourcesFile, raw)
+    unknown = [(f"sources.{i}.kind", f"unknown source kind {s.kind!r}; available: {sorted(SOURCE_KINDS) or 'none yet'}")
+               for i, s in enumerate(config.sources) if s.kind not in SOURCE_KINDS]
+    if unknown:
+        raise ContractError("SourcesFile", unknown)
+    return config
+
+
+def run_crawler(settings: Settings, sources_file: Path | None) -> None:
+    """Serve health and metrics and run the scheduler until SIGTERM/SIGINT (blocks)."""
+    config = load_sources(sources_file or settings.sources_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def status() -> dict[str, Any]:
+        return {"status": "ok", "part": "crawler", "sources": len(config.sources)}
+
+    server = start_health_server("127.0.0.1", settings.crawler_port, status)
+    log.info("crawler running with %d sources; health on port %d", len(config.sources), settings.crawler_port)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()

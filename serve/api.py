@@ -1,0 +1,159 @@
+"""The public HTTP API (FastAPI), served as the ingress deployment of the Serve app.
+
+``/healthz`` and ``/livez`` need no key (probes); everything under ``/v1`` needs one of the
+configured API keys, sent as ``X-API-Key`` or ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse
+
+from deepwatch import __version__
+from deepwatch.contracts import SCHEMA_VERSION
+from deepwatch.embedded.broker import kafka_reachable
+from deepwatch.settings import Settings
+
+CHECK_TIMEOUT_S = 3.0
+
+Check = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _writable_dir(path: Path) -> dict[str, Any]:
+    """A location is healthy when we can create and remove a file in it."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".healthz-"):
+        pass
+    return {"status": "ok", "location": str(path)}
+
+
+def health_checks(settings: Settings) -> dict[str, Check]:
+    """One probe per part the API depends on or reports on."""
+
+    async def kafka() -> dict[str, Any]:
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            return {"status": "unconfigured"}
+        ok = await asyncio.to_thread(kafka_reachable, bootstrap, CHECK_TIMEOUT_S - 0.5)
+        return {"status": "ok" if ok else "down", "bootstrap": bootstrap}
+
+    async def index() -> dict[str, Any]:
+        if settings.index_backend == "sqlite":
+            return await asyncio.to_thread(_writable_dir, settings.index_path.parent) | {"backend": "sqlite"}
+        return await _http_ok(settings.es_url or "") | {"backend": "elasticsearch"}
+
+    async def store() -> dict[str, Any]:
+        if settings.store_backend == "local":
+            return await asyncio.to_thread(_writable_dir, settings.store_path) | {"backend": "local"}
+        scheme = "https" if settings.s3_secure else "http"
+        endpoint = settings.s3_endpoint or ""
+        url = endpoint if "://" in endpoint else f"{scheme}://{endpoint}"
+        # Any HTTP answer (S3 says 403 to an unsigned request) proves the service is up.
+        return await _http_ok(url, any_status=True) | {"backend": "s3"}
+
+    checks: dict[str, Check] = {"kafka": kafka, "index": index, "store": store}
+    for part, url in (("worker", settings.health_worker_url), ("crawler", settings.health_crawler_url)):
+        if url:
+            checks[part] = (lambda u: lambda: _http_ok(u))(url)
+    return checks
+
+
+async def _http_ok(url: str, any_status: bool = False) -> dict[str, Any]:
+    try:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S - 0.5) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return {"status": "down", "error": type(exc).__name__}
+    ok = any_status or response.status_code == 200
+    return {"status": "ok" if ok else "down", "http_status": response.status_code}
+
+
+async def run_checks(checks: dict[str, Check]) -> dict[str, dict[str, Any]]:
+    async def guarded(check: Check) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+        except TimeoutError:
+            return {"status": "down", "error": "timeout"}
+        except Exception as exc:  # a probe must report, never take /healthz down with it
+            return {"status": "down", "error": f"{type(exc).__name__}: {exc}"}
+
+    names = list(checks)
+    results = await asyncio.gather(*(guarded(checks[n]) for n in names))
+    return dict(zip(names, results, strict=True))
+
+
+class ApiContext:
+    """What the routes need, built once per process from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.checks = health_checks(settings)
+        self.keys = [k.get_secret_value().encode() for k in settings.api_keys]
+
+
+# One API per process. Kept here rather than in ``app.state`` because Ray Serve pickles the FastAPI
+# app into each replica before the replica's constructor runs, while functions of this module are
+# pickled by reference and so see the replica's own copy of this variable.
+_context: ApiContext | None = None
+
+
+def context() -> ApiContext:
+    if _context is None:
+        raise HTTPException(503, "the API is starting")
+    return _context
+
+
+def configure(settings: Settings) -> ApiContext:
+    global _context
+    _context = ApiContext(settings)
+    return _context
+
+
+def require_key(
+    ctx: Annotated[ApiContext, Depends(context)],
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    given = x_api_key
+    if given is None and authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if not ctx.keys:
+        raise HTTPException(503, "no API keys are configured (DEEPWATCH_API_KEYS)")
+    if given is None:
+        raise HTTPException(401, "missing API key (X-API-Key or Authorization: Bearer)")
+    # compare_digest against every key: timing does not reveal which prefix matched
+    if not any(hmac.compare_digest(given.encode(), k) for k in ctx.keys):
+        raise HTTPException(403, "invalid API key")
+
+
+def build_api(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app; routes find their settings through :func:`configure`."""
+    app = FastAPI(title="deepwatch", version=__version__)
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok", "pid": str(os.getpid())}
+
+    @app.get("/healthz")
+    async def healthz(ctx: Annotated[ApiContext, Depends(context)]) -> JSONResponse:
+        parts = {"api": {"status": "ok", "version": __version__}} | await run_checks(ctx.checks)
+        healthy = all(p["status"] in ("ok", "unconfigured") for p in parts.values())
+        body = {"status": "ok" if healthy else "degraded", "parts": parts}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/v1/version", dependencies=[Depends(require_key)])
+    async def version() -> dict[str, Any]:
+        return {"version": __version__, "schema_version": SCHEMA_VERSION}
+
+    if settings is not None:
+        configure(settings)
+    return app

@@ -1,0 +1,7 @@
+"""Test harness: every fixture starts a real service on a free loopback port and always stops it.
+
+- tests/fixtures_services.py: the Kafka-protocol broker (Tansu), Ray Serve, the models directory.
+- tests/fixtures_s3.py: the S3 server (SeaweedFS) and a fresh bucket per test.
+"""
+
+pytest_plugins = ["tests.fixtures_services", "tests.fixtures_s3"]

@@ -1,0 +1,167 @@
+"""Contracts reject bad input with an error naming the field, and round-trip good input."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from deepwatch.contracts import (
+    ContractError,
+    DeadLetter,
+    MediaRecord,
+    ScoredMedia,
+    UrlDiscovered,
+    parse,
+)
+
+SHA = "ab" * 32
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def url_event(**changes: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "schema_version": 1,
+        "url": "https://youtu.be/dQw4w9WgXcQ?si=abc",
+        "canonical_url": "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+        "source": "yt-channel",
+        "platform": "youtube",
+        "discovered_at": T0.isoformat(),
+        "hints": {"title": "a clip", "uploader": "someone"},
+        "trace_id": "t1",
+    }
+    event.update(changes)
+    return event
+
+
+def record(**changes: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "media_id": SHA,
+        "kind": "video",
+        "fingerprints": {"sha256": SHA, "videohash": "0f" * 8, "pdq": ["1" * 64]},
+        "sightings": [
+            {
+                "url": "https://x.com/a/status/1",
+                "canonical_url": "https://x.com/a/status/1",
+                "source": "feed",
+                "platform": "x",
+                "first_seen": T0.isoformat(),
+                "last_seen": (T0 + timedelta(hours=1)).isoformat(),
+                "count": 3,
+            }
+        ],
+        "first_seen": T0.isoformat(),
+        "last_seen": (T0 + timedelta(hours=1)).isoformat(),
+        "detectors": {"meso4_df": {"p_fake": 0.9, "model_version": "meso4-df@2144d56", "frames": 32}},
+        "score": 0.9,
+        "verdict": "fake",
+    }
+    rec.update(changes)
+    return rec
+
+
+def test_url_discovered_round_trips_and_keys_by_canonical_url() -> None:
+    event = parse(UrlDiscovered, json.dumps(url_event()))
+    assert event.key() == b"https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    assert parse(UrlDiscovered, event.to_json()) == event
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"url": "ftp://example.com/a.mp4"}, "url"),
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"canonical_url": 7}, "canonical_url"),
+        ({"source": "Has Spaces"}, "source"),
+        ({"discovered_at": "2026-11-01T12:00:00"}, "discovered_at"),  # naive time: ambiguous
+        ({"hints": {"title": "x", "likes": 3}}, "hints.likes"),
+        ({"schema_version": 2}, "schema_version"),
+    ],
+)
+def test_url_discovered_names_the_bad_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse(UrlDiscovered, url_event(**changes))
+    assert field in info.value.fields
+    assert field in str(info.value)
+
+
+def test_missing_required_field_is_named() -> None:
+    event = url_event()
+    del event["platform"]
+    with pytest.raises(ContractError, match="platform"):
+        parse(UrlDiscovered, event)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+def test_non_object_input_is_a_contract_error(raw: bytes) -> None:
+    with pytest.raises(ContractError) as info:
+        parse(UrlDiscovered, raw)
+    assert info.value.fields == ["<root>"]
+
+
+def test_media_record_round_trips() -> None:
+    rec = parse(MediaRecord, record())
+    assert rec.detectors["meso4_df"].p_fake == 0.9
+    assert parse(MediaRecord, rec.to_json()) == rec
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"media_id": "XYZ"}, "media_id"),
+        ({"kind": "audio"}, "kind"),
+        ({"score": 1.5}, "score"),
+        ({"verdict": "probably"}, "verdict"),
+        ({"dedup": "fuzzy"}, "dedup"),
+        ({"detectors": {"m": {"p_fake": -0.1, "model_version": "v"}}}, "detectors.m.p_fake"),
+        ({"timings": {"fetch": -1}}, "timings.fetch"),
+        ({"review": {"label": "fake", "reviewer": "", "note": "x"}}, "review.reviewer"),
+    ],
+)
+def test_media_record_names_the_bad_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse(MediaRecord, record(**changes))
+    assert field in info.value.fields
+
+
+def test_nested_sighting_errors_carry_their_path() -> None:
+    rec = record()
+    rec["sightings"][0]["count"] = 0  # type: ignore[index]
+    with pytest.raises(ContractError) as info:
+        parse(MediaRecord, rec)
+    assert "sightings.0.count" in info.value.fields
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"fingerprints": {"sha256": "cd" * 32}}, "must equal media_id"),
+        ({"dedup": "near"}, "needs duplicate_of"),
+        ({"verdict": "error"}, "needs an error message"),
+        ({"last_seen": (T0 - timedelta(days=1)).isoformat()}, "before first_seen"),
+    ],
+)
+def test_media_record_rejects_inconsistent_documents(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        parse(MediaRecord, record(**changes))
+
+
+def test_one_sighting_per_canonical_url() -> None:
+    rec = record()
+    rec["sightings"] = rec["sightings"] * 2  # type: ignore[operator]
+    with pytest.raises(ContractError, match="one entry per canonical_url"):
+        parse(MediaRecord, rec)
+
+
+def test_scored_media_and_dead_letter_round_trip() -> None:
+    scored = ScoredMedia(
+        media_id=SHA, trace_id="t", canonical_url="https://x.com/a/status/1", dedup="none", verdict="real", score=0.1
+    )
+    assert parse(ScoredMedia, scored.to_json()) == scored
+    letter = DeadLetter(payload="{bad", stage="validate", error_type="ContractError", message="url: bad")
+    assert parse(DeadLetter, letter.to_json()) == letter
+    with pytest.raises(ContractError) as info:
+        parse(DeadLetter, {**json.loads(letter.to_json()), "attempts": 0})
+    assert info.value.fields == ["attempts"]

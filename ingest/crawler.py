@@ -9,6 +9,7 @@ reports itself healthy with zero sources.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -61,7 +62,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
     def status() -> dict[str, Any]:
-        return {"status": "ok", "part": "crawler", "sources": len(config.sources)}
+        return {"status": "ok", "part": "crawler", "pid": os.getpid(), "sources": len(config.sources)}
 
     server = start_health_server("127.0.0.1", settings.crawler_port, status)
     log.info("crawler running with %d sources; health on port %d", len(config.sources), settings.crawler_port)

@@ -8,6 +8,7 @@ message goes to ``deepwatch.dlq`` with its reason and the partition moves on. Va
 from __future__ import annotations
 
 import logging
+import os
 from typing import Protocol
 
 import faust
@@ -117,7 +118,7 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.json({"status": "ok", "part": "worker", "rebalancing": bool(app.rebalancing)})
+        return web.json({"status": "ok", "part": "worker", "pid": os.getpid(), "rebalancing": bool(app.rebalancing)})
 
     app.deepwatch_pipeline = chosen  # type: ignore[attr-defined]
     return app

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from deepwatch.contracts import TOPIC_DLQ, TOPIC_URLS, UrlDiscovered, parse
-from deepwatch.contracts import DeadLetter
+from deepwatch.contracts import TOPIC_DLQ, TOPIC_URLS, DeadLetter, UrlDiscovered, parse
 from deepwatch.embedded.broker import ensure_topics, kafka_reachable
 from deepwatch.embedded.processes import ManagedProcess, free_port, wait_until
 

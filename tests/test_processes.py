@@ -13,12 +13,11 @@ from deepwatch.embedded.processes import ManagedProcess, group_members, stop_all
 from deepwatch.embedded.supervisor import Part, PartFailed, RestartPolicy, Supervisor
 
 # A parent that ignores SIGTERM and has a grandchild that ignores it too: the worst case.
-STUBBORN = """
+IGNORE_AND_SLEEP = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+STUBBORN = f"""
 import signal, subprocess, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
-print("ready", flush=True)
-time.sleep(600)
+subprocess.Popen([sys.executable, "-c", {IGNORE_AND_SLEEP!r}])
+{IGNORE_AND_SLEEP}
 """
 
 
@@ -67,9 +66,9 @@ def test_supervisor_restarts_a_crashed_part_and_reports_its_last_lines(tmp_path:
         while time.monotonic() < deadline:
             sup.check_crashes()
             proc = sup.parts[0].process
-            if marker.exists() and proc is not None and proc.alive() and sup.parts[0].restart_at is None:
-                if reports:
-                    break
+            restarted = marker.exists() and proc is not None and proc.alive() and sup.parts[0].restart_at is None
+            if restarted and reports:
+                break
             time.sleep(0.05)
         assert any("exited with code 3" in r and "boom: first run" in r for r in reports), reports
         assert any("restarting flaky" in r for r in reports)

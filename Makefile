@@ -1,0 +1,32 @@
+# The two quickstart commands: `make up` runs deepwatch on embedded defaults, `make test` runs the tests.
+# Both create .venv and install what they need with pip (nothing from apt).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The MesoNet weights and test faces live beside the project, never inside it.
+MODELS_DIR ?= $(abspath ../shared/models)
+
+.PHONY: install up test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/deepwatch up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	if [ -d "$(MODELS_DIR)" ]; then export DEEPWATCH_MODELS_DIR="$(MODELS_DIR)"; fi; \
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) deepwatch-data .pytest_cache .ruff_cache

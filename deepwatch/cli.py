@@ -92,9 +92,13 @@ def up(
     from deepwatch.embedded.stack import Stack
 
     settings = settings_for(config, data_dir, api_port=api_port)
-    code = Stack(settings, str(config) if config else None, report=lambda m: stderr.print(m, highlight=False)).run(
-        ready_timeout
+    stack = Stack(
+        settings,
+        str(config) if config else None,
+        report=lambda message: stderr.print(message, highlight=False),
+        progress=lambda message: stderr.status(message),
     )
+    code = stack.run(ready_timeout)
     raise typer.Exit(code)
 
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -57,10 +58,17 @@ def api_key(settings: Settings) -> tuple[str, Path | None]:
 
 
 class Stack:
-    def __init__(self, settings: Settings, config: str | None, report: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: str | None,
+        report: Callable[[str], None],
+        progress: Callable[[str], AbstractContextManager[object]] = lambda _: nullcontext(),
+    ) -> None:
         self.settings = settings
         self.config = config
         self.report = report
+        self.progress = progress
         self.data_dir = settings.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.stop = threading.Event()
@@ -146,8 +154,9 @@ class Stack:
         supervisor = Supervisor(parts, report=self.report)
         started = time.monotonic()
         try:
-            supervisor.start_all()
-            pending = supervisor.wait_healthy(ready_timeout_s, self.stop)
+            with self.progress(f"starting {', '.join(p.name for p in parts)} …"):
+                supervisor.start_all()
+                pending = supervisor.wait_healthy(ready_timeout_s, self.stop)
             if self.stop.is_set():
                 return 0
             if pending or not _http_ok(endpoints.health["api"]):

@@ -22,6 +22,14 @@ from deepwatch.embedded.processes import free_port
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
+@pytest.fixture(autouse=True)
+def _no_deepwatch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts from the defaults, whatever the shell (or another fixture) exported."""
+    for name in list(os.environ):
+        if name.startswith("DEEPWATCH_") and name != "DEEPWATCH_MODELS_DIR" and name != "DEEPWATCH_TEST_ES_URL":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("broker")
@@ -58,20 +66,22 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) ->
         "DEEPWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "DEEPWATCH_DATA_DIR": str(tmp_path_factory.mktemp("serve-data")),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # a local Ray's workers inherit the driver's environment
+    # Ray's local workers inherit the environment the raylet started with, so it is set only while
+    # Ray starts and the replica is created, then restored: other tests must not see it.
     # Ray's unix sockets live under its temp dir: keep the path short (108-byte limit).
     temp_dir = tempfile.mkdtemp(prefix="dw-ray-test-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, _temp_dir=temp_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, _temp_dir=temp_dir)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.run(build({}), name=APP_NAME, route_prefix="/")
+        except BaseException:
+            ray.shutdown()
+            raise
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build({}), name=APP_NAME, route_prefix="/")
         yield {"url": f"http://127.0.0.1:{port}", "key": key}
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -12,45 +12,29 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepwatch.embedded.processes import free_port, wait_until
+from deepwatch.embedded.processes import free_port, process_table, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def descendants(root: int) -> set[int]:
-    """Every live process below ``root``, and every member of their process groups."""
-    children: dict[int, list[int]] = {}
-    groups: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    """Every process below ``root``, and every member of their process groups."""
+    table = process_table()
     found: set[int] = set()
     todo = [root]
     while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    for pid in list(found):
-        found.update(groups.get(pid, []))
-    return found
+        parent = todo.pop()
+        for proc in table:
+            if proc.ppid == parent and proc.pid not in found:
+                found.add(proc.pid)
+                todo.append(proc.pid)
+    groups = {p.pid for p in table if p.pid in found}
+    return found | {p.pid for p in table if p.pgrp in groups}
 
 
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
+    return any(p.pid == pid and p.state != "Z" for p in process_table())
 
 
 def health(url: str) -> dict:

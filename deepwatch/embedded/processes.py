@@ -42,32 +42,43 @@ def tail(path: Path, lines: int = 20) -> list[str]:
         return []
 
 
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+
+
+def process_table() -> list[ProcInfo]:
+    """Every process Linux shows in /proc, with its state, parent and process group."""
+    table = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the ")" that closes the command name: state, ppid, pgrp, ...
+        state, ppid, pgrp = stat[stat.rfind(")") + 2 :].split()[:3]
+        table.append(ProcInfo(int(entry.name), state, int(ppid), int(pgrp)))
+    return table
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group.
 
     Read from /proc rather than probed with ``killpg(pgid, 0)``, which also counts zombies that a
     container's PID 1 may never reap.
     """
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: fall back to the signal probe
+    if not Path("/proc").is_dir():  # not Linux: fall back to the signal probe
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return []
         return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the ")" that closes the command name: state, ppid, pgrp, ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [p.pid for p in process_table() if p.pgrp == pgid and p.state != "Z"]
 
 
 def _group_alive(pgid: int) -> bool:

@@ -120,7 +120,6 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "part": "worker", "pid": os.getpid(), "rebalancing": bool(app.rebalancing)})
 
-    app.deepwatch_pipeline = chosen  # type: ignore[attr-defined]
     return app
 
 

@@ -1,0 +1,206 @@
+"""Fetch the media behind a URL with yt-dlp, inside the SSRF guard and the limits from settings.
+
+yt-dlp's extractors cover the social platforms; direct files and pages with ``<video>``/``og:video``
+go through its generic extractor. Every request it makes goes through a :class:`GuardProxy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from deepwatch.media.errors import (
+    Blocked,
+    Forbidden,
+    MediaError,
+    NotFound,
+    Timeout,
+    TooLarge,
+    TooLong,
+    Transient,
+    Unsupported,
+)
+from deepwatch.media.guard import AddressPolicy, checked_addresses
+from deepwatch.media.probe import probe
+from deepwatch.media.proxy import GuardProxy
+from deepwatch.media.urls import canonical_url
+from deepwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 500 * 1024 * 1024
+    max_duration_s: float = 15 * 60
+    timeout_s: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchLimits:
+        return cls(settings.fetch_max_bytes, settings.fetch_max_duration_s, settings.fetch_timeout_s)
+
+
+@dataclass
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+    url: str
+    extractor: str
+    duration: float | None
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class _Log:
+    """yt-dlp's logger: keeps its messages, since some failures are only ever logged."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def debug(self, msg: str) -> None:
+        self.messages.append(msg)
+
+    info = debug
+
+    def warning(self, msg: str) -> None:
+        self.messages.append(msg)
+        log.debug("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        self.messages.append(msg)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ffmpeg() -> str | None:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return shutil.which("ffmpeg")
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _classify(exc: Exception, proxy: GuardProxy) -> MediaError:
+    """Map a yt-dlp failure to a typed error; a guard refusal explains any failure it caused."""
+    if proxy.refusals:
+        return Blocked(proxy.refusals[0])
+    cause = getattr(exc, "exc_info", None)
+    inner = cause[1] if cause else exc
+    status = getattr(inner, "status", None) or getattr(getattr(inner, "response", None), "status", None)
+    text = str(inner)
+    if isinstance(status, int):
+        if status in (404, 410):
+            return NotFound(f"HTTP {status}: {text}")
+        if status in (401, 403, 451):
+            return Forbidden(f"HTTP {status}: {text}")
+        if status == 429 or status >= 500:
+            return Transient(f"HTTP {status}: {text}")
+    lowered = text.lower()
+    if "timed out" in lowered or "timeout" in lowered:
+        return Timeout(text)
+    if "unsupported url" in lowered or "no video formats" in lowered or "no media" in lowered:
+        return Unsupported(text)
+    if type(inner).__name__ in ("TransportError", "ConnectionError", "IncompleteRead", "SSLError"):
+        return Transient(text)
+    return Unsupported(text) if "extractorerror" in type(inner).__name__.lower() else Transient(text)
+
+
+def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) -> Fetched:
+    """Download ``url`` into ``dest_dir``; raise a typed :class:`MediaError` on any failure."""
+    import yt_dlp
+
+    canonical_url(url)  # only http(s) URLs with a host get this far
+    parts = urlsplit(url)
+    # a clear refusal before yt-dlp starts; the proxy checks every later request again
+    checked_addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), policy)
+
+    work = Path(tempfile.mkdtemp(prefix="fetch-", dir=dest_dir))
+    ytlog = _Log()
+    result: dict[str, Any] = {}
+    with GuardProxy(policy, timeout_s=min(limits.timeout_s, 60.0)) as proxy:
+        options: dict[str, Any] = {
+            "proxy": proxy.url,
+            "outtmpl": str(work / "media.%(ext)s"),
+            "max_filesize": limits.max_bytes,
+            "socket_timeout": min(limits.timeout_s, 60.0),
+            "noplaylist": True,
+            "playlist_items": "1",
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "logger": ytlog,
+            "retries": 1,
+            "fragment_retries": 1,
+            "overwrites": True,
+            "cachedir": False,
+            # HLS/DASH natively, so every fragment request goes through the proxy too
+            "hls_prefer_native": True,
+            "format": "best[vcodec!=none]/best",
+            "ffmpeg_location": _ffmpeg(),
+        }
+
+        def run() -> None:
+            try:
+                with yt_dlp.YoutubeDL(options) as ydl:
+                    result["info"] = ydl.extract_info(url, download=True)
+            except Exception as exc:  # yt-dlp raises many kinds; all are classified below
+                result["error"] = exc
+
+        thread = threading.Thread(target=run, name="yt-dlp", daemon=True)
+        thread.start()
+        thread.join(limits.timeout_s)
+        if thread.is_alive():
+            proxy.close()  # cuts its connections, so the download thread fails soon
+            thread.join(10)
+            shutil.rmtree(work, ignore_errors=True)
+            raise Timeout(f"fetching {url} took longer than {limits.timeout_s:.0f} s")
+        if "error" in result:
+            shutil.rmtree(work, ignore_errors=True)
+            raise _classify(result["error"], proxy)
+
+    info = result.get("info") or {}
+    files = [p for p in work.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+    try:
+        if not files:
+            # yt-dlp's max_filesize only logs and returns normally: the missing file is the signal
+            if any("larger than max-filesize" in m or "max-filesize" in m for m in ytlog.messages):
+                raise TooLarge(f"{url} is larger than {limits.max_bytes} bytes")
+            raise Unsupported(f"no media file was downloaded from {url}")
+        path = max(files, key=lambda p: p.stat().st_size)
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise TooLarge(f"{url} is {size} bytes, over the limit of {limits.max_bytes}")
+        if size == 0:
+            raise Unsupported(f"{url} gave an empty file")
+        duration = info.get("duration")
+        if not isinstance(duration, (int, float)):
+            # often unknown before the download (direct files, generic pages): measure it now
+            duration = probe(path).duration
+        if duration is not None and duration > limits.max_duration_s:
+            raise TooLong(f"{url} lasts {duration:.0f} s, over the limit of {limits.max_duration_s:.0f} s")
+    except MediaError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    keep = {k: info.get(k) for k in ("id", "title", "uploader", "timestamp", "webpage_url", "extractor_key", "ext")}
+    return Fetched(
+        path=path,
+        sha256=_sha256(path),
+        size=size,
+        url=str(info.get("webpage_url") or url),
+        extractor=str(info.get("extractor_key") or "Generic"),
+        duration=float(duration) if isinstance(duration, (int, float)) else None,
+        info=keep,
+    )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from deepwatch.cli import app
@@ -52,17 +53,17 @@ def test_a_garbled_file_is_no_stack(tmp_path: Path) -> None:
     assert read_endpoints(tmp_path / "endpoints.json") is None
 
 
-def test_crawl_refuses_a_sources_file_with_unknown_kinds(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sources_yaml", "named"),
+    [
+        ("sources:\n  - name: news\n    kind: telepathy\n    interval_s: 60\n", ["sources.0.kind", "telepathy"]),
+        ("sources:\n  - name: news\n    interval_s: -5\n", ["sources.0.kind", "sources.0.interval_s"]),
+        ("sources: [unclosed\n", ["<file>"]),
+    ],
+)
+def test_crawl_refuses_a_bad_sources_file(tmp_path: Path, sources_yaml: str, named: list[str]) -> None:
     sources = tmp_path / "sources.yaml"
-    sources.write_text("sources:\n  - name: news\n    kind: telepathy\n    interval_s: 60\n")
+    sources.write_text(sources_yaml)
     result = CliRunner().invoke(app, ["crawl", "--sources", str(sources), "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert "sources.0.kind" in result.output and "telepathy" in result.output
-
-
-def test_crawl_refuses_a_malformed_sources_file(tmp_path: Path) -> None:
-    sources = tmp_path / "sources.yaml"
-    sources.write_text("sources:\n  - name: news\n    interval_s: -5\n")
-    result = CliRunner().invoke(app, ["crawl", "--sources", str(sources), "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "sources.0.kind" in result.output and "sources.0.interval_s" in result.output
+    assert all(word in result.output for word in named), result.output

@@ -188,7 +188,7 @@ def stop_all(processes: Sequence[ManagedProcess], grace_s: float = 10.0) -> None
         time.sleep(0.05)
 
 
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         if predicate():

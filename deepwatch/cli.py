@@ -155,8 +155,38 @@ def submit(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Publish URLs for scoring."""
-    missing("submit", "URL canonicalisation and the ingest producer", 5, as_json)
+    """Publish URLs for scoring (to the running `deepwatch up` of this data directory, or DEEPWATCH_KAFKA_BOOTSTRAP)."""
+    from deepwatch.endpoints import with_running_stack
+    from deepwatch.media.errors import MediaError
+    from ingest.events import discovered
+    from ingest.producer import PublishError, UrlPublisher
+
+    settings = with_running_stack(settings_for(config, data_dir, as_json))
+    events, errors = [], []
+    for url in urls:
+        try:
+            events.append(discovered(url, source))
+        except (MediaError, ContractError) as exc:
+            errors.append({"url": url, "error": str(exc)})
+    published: list[tuple[int, int]] = []
+    if events and not dry_run:
+        if not settings.kafka_bootstrap:
+            fail("no Kafka: start `deepwatch up` with this data directory or set DEEPWATCH_KAFKA_BOOTSTRAP", 1, as_json)
+        try:
+            with UrlPublisher(settings.kafka_bootstrap) as publisher:
+                published = publisher.publish(events)
+        except PublishError as exc:
+            fail(str(exc), 1, as_json)
+    documents = [e.model_dump(mode="json") for e in events]
+    if as_json:
+        emit_json({"published": len(published), "dry_run": dry_run, "events": documents, "errors": errors})
+    else:
+        for event in events:
+            stderr.print(f"{'would publish' if dry_run else 'published'} {event.canonical_url}", highlight=False)
+        for error in errors:
+            stderr.print(f"[red]refused[/red] {error['url']}: {error['error']}", highlight=False)
+    if errors:
+        raise typer.Exit(2)
 
 
 @app.command()

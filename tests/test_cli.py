@@ -12,7 +12,6 @@ from deepwatch.cli import app
 runner = CliRunner()
 
 UNBUILT = [
-    (["submit", "https://example.com/v.mp4", "--json"], 5),
     (["score", "clip.mp4", "--json"], 7),
     (["match", "a.mp4", "b.mp4", "--json"], 4),
     (["search", "--json"], 3),

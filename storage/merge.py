@@ -1,0 +1,84 @@
+"""How two versions of one media record combine; pure, so every index backend merges alike.
+
+The stream may record the same media item more than once (a redelivered message, a second
+worker, a rescore), and sightings arrive on their own. A write must therefore never lose what an
+earlier write knew: sightings and detector scores are unions, time ranges widen, and a field the
+newer record leaves empty keeps its older value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepwatch.contracts import Fingerprints, MediaInfo, MediaRecord, Sighting, StoredObjects
+
+
+def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
+    """One URL seen again. ``add_counts`` for a new event (the stream's ``add_sighting``); without
+    it the two are views of the same history (an upsert replaying a record), so the larger count
+    is the truth and adding would double-count."""
+    count = old.count + new.count if add_counts else max(old.count, new.count)
+    # The first report of a URL names where it was found; later ones only refresh the hints.
+    return old.model_copy(
+        update={
+            "first_seen": min(old.first_seen, new.first_seen),
+            "last_seen": max(old.last_seen, new.last_seen),
+            "count": count,
+            "hints": new.hints if new.hints is not None else old.hints,
+        }
+    )
+
+
+def merge_sightings(old: list[Sighting], new: list[Sighting], *, add_counts: bool) -> list[Sighting]:
+    """Keyed by canonical URL; known URLs keep their place, new ones are appended in order."""
+    merged = {s.canonical_url: s for s in old}
+    for s in new:
+        known = merged.get(s.canonical_url)
+        merged[s.canonical_url] = s if known is None else merge_sighting(known, s, add_counts=add_counts)
+    return list(merged.values())
+
+
+def _fill(old: Any, new: Any) -> dict[str, Any]:
+    """Field-wise: the newer value unless it is None."""
+    data = old.model_dump()
+    data.update({k: v for k, v in new.model_dump().items() if v is not None})
+    return data
+
+
+def _merge_fingerprints(old: Fingerprints, new: Fingerprints) -> Fingerprints:
+    # Frame hashes are recomputed as a whole, so an empty list means "not computed", not "none".
+    return Fingerprints(
+        sha256=new.sha256,
+        videohash=new.videohash if new.videohash is not None else old.videohash,
+        pdq=new.pdq or old.pdq,
+        pdq_faces=new.pdq_faces or old.pdq_faces,
+    )
+
+
+def merge_records(old: MediaRecord, new: MediaRecord) -> MediaRecord:
+    """``new`` written over ``old`` (same media_id) without losing anything ``old`` knew."""
+    if old.media_id != new.media_id:
+        raise ValueError(f"cannot merge {new.media_id} into {old.media_id}")
+    data = old.model_dump()
+    data.update({k: v for k, v in new.model_dump().items() if v is not None})
+    # A new verdict comes with its own error state: an old failure must not stick to a new score.
+    if new.verdict is not None:
+        data["error"] = new.error
+    data["fingerprints"] = _merge_fingerprints(old.fingerprints, new.fingerprints).model_dump()
+    data["objects"] = StoredObjects.model_validate(_fill(old.objects, new.objects)).model_dump()
+    data["media"] = MediaInfo.model_validate(_fill(old.media, new.media)).model_dump()
+    data["sightings"] = [s.model_dump() for s in merge_sightings(old.sightings, new.sightings, add_counts=False)]
+    data["detectors"] = {name: score.model_dump() for name, score in {**old.detectors, **new.detectors}.items()}
+    data["timings"] = {**old.timings, **new.timings}
+    data["first_seen"] = min(old.first_seen, new.first_seen)
+    data["last_seen"] = max(old.last_seen, new.last_seen)
+    return MediaRecord.model_validate(data)
+
+
+def add_sighting(record: MediaRecord, sighting: Sighting) -> MediaRecord:
+    """A new event: the same URL counts up, a new URL is appended; the record's range widens."""
+    data = record.model_dump()
+    data["sightings"] = [s.model_dump() for s in merge_sightings(record.sightings, [sighting], add_counts=True)]
+    data["first_seen"] = min(record.first_seen, sighting.first_seen)
+    data["last_seen"] = max(record.last_seen, sighting.last_seen)
+    return MediaRecord.model_validate(data)

@@ -1,0 +1,348 @@
+"""Conformance suite for search index backends.
+
+Every test takes ``make_index`` and runs once per backend in ``BACKENDS``. A backend joins the
+suite by adding a branch to :func:`_open` and a param to ``BACKENDS``; the Elasticsearch param is
+already here and skips until issue 3 builds that backend (and needs ``DEEPWATCH_TEST_ES_URL``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepwatch.contracts import DetectorScore, Fingerprints, MediaRecord, Review, Sighting
+from deepwatch.settings import load_settings
+from storage import hamming
+from storage.index import SearchIndex, UnknownMedia, open_index
+from storage.index_sqlite import SqliteIndex
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+ES_URL = os.environ.get("DEEPWATCH_TEST_ES_URL")
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "elasticsearch",
+        id="elasticsearch",
+        marks=pytest.mark.skip(
+            reason="elasticsearch index backend not built yet (issue 3)"
+            if ES_URL
+            else "DEEPWATCH_TEST_ES_URL unset (and the elasticsearch backend is not built yet, issue 3)"
+        ),
+    ),
+]
+
+
+def _open(backend: str, location: str) -> SearchIndex:
+    """One index per ``location`` (a directory for SQLite; an index prefix for Elasticsearch)."""
+    if backend == "sqlite":
+        return open_index(load_settings(index_backend="sqlite", index_sqlite_path=Path(location) / "index.sqlite3"))
+    raise NotImplementedError(backend)
+
+
+MakeIndex = Callable[[], SearchIndex]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_index(backend: str) -> Iterator[MakeIndex]:
+    """A factory rather than one index, so that property tests get a fresh index per example."""
+    opened: list[SearchIndex] = []
+    with tempfile.TemporaryDirectory(prefix="deepwatch-index-") as root:
+        counter = iter(range(1_000_000))
+
+        def make() -> SearchIndex:
+            location = Path(root) / str(next(counter))
+            location.mkdir()
+            index = _open(backend, str(location))
+            opened.append(index)
+            return index
+
+        yield make
+        for index in opened:
+            index.close()
+
+
+@pytest.fixture
+def index(make_index: MakeIndex) -> SearchIndex:
+    return make_index()
+
+
+# --- builders -------------------------------------------------------------------------------
+def media_id(n: int | str) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def sighting(url: str, *, first: datetime = T0, last: datetime | None = None, count: int = 1) -> Sighting:
+    return Sighting(
+        url=url,
+        canonical_url=url,
+        source="test",
+        platform="web",
+        first_seen=first,
+        last_seen=last or first,
+        count=count,
+    )
+
+
+def record(
+    n: int | str,
+    *,
+    sightings: list[Sighting] | None = None,
+    detectors: dict[str, float] | None = None,
+    videohash: str | None = None,
+    pdq: list[str] | None = None,
+    first: datetime = T0,
+    last: datetime | None = None,
+    **fields: object,
+) -> MediaRecord:
+    mid = media_id(n)
+    return MediaRecord(
+        media_id=mid,
+        kind="video",
+        fingerprints=Fingerprints(sha256=mid, videohash=videohash, pdq=pdq or []),
+        sightings=sightings or [],
+        first_seen=first,
+        last_seen=last or first,
+        detectors={name: DetectorScore(p_fake=p, model_version="v1") for name, p in (detectors or {}).items()},
+        **fields,
+    )
+
+
+def hex_of(value: int, bits: int) -> str:
+    return f"{value:0{bits // 4}x}"
+
+
+# --- round trip and merge -------------------------------------------------------------------
+def test_round_trip(index: SearchIndex) -> None:
+    r = record(
+        1,
+        sightings=[sighting("https://example.com/a")],
+        detectors={"mesonet": 0.8},
+        videohash="0123456789abcdef",
+        pdq=["ab" * 32],
+        score=0.8,
+        verdict="fake",
+        review=Review(label="fake", reviewer="mod", at=T0),
+    )
+    assert index.upsert(r) == r
+    assert index.get(r.media_id) == r
+    assert index.get(media_id("unknown")) is None
+
+
+def test_upsert_is_idempotent(index: SearchIndex) -> None:
+    r = record(1, sightings=[sighting("https://example.com/a", count=3)], detectors={"mesonet": 0.5})
+    index.upsert(r)
+    assert index.upsert(r) == r
+    stored = index.get(r.media_id)
+    assert stored == r
+    assert stored is not None and stored.sightings[0].count == 3
+
+
+def test_upsert_merges_sightings_detectors_and_fields(index: SearchIndex) -> None:
+    a, b, c = "https://example.com/a", "https://example.com/b", "https://example.com/c"
+    old = record(
+        1,
+        sightings=[sighting(a, first=T0, last=T0 + HOUR, count=3), sighting(b, first=T0)],
+        detectors={"mesonet": 0.2, "xception": 0.4},
+        first=T0,
+        last=T0 + HOUR,
+        score=0.3,
+        verdict="error",
+        error="detector timed out",
+        pdq=["00" * 32],
+    )
+    new = record(
+        1,
+        sightings=[sighting(a, first=T0 - HOUR, last=T0 + 2 * HOUR, count=2), sighting(c, first=T0 + HOUR)],
+        detectors={"mesonet": 0.9, "efficientnet": 0.7},
+        first=T0 - HOUR,
+        last=T0 + 2 * HOUR,
+        verdict="fake",
+    )
+    index.upsert(old)
+    merged = index.upsert(new)
+    assert index.get(merged.media_id) == merged
+
+    assert [s.canonical_url for s in merged.sightings] == [a, b, c]
+    sa = merged.sightings[0]
+    assert (sa.first_seen, sa.last_seen, sa.count) == (T0 - HOUR, T0 + 2 * HOUR, 3)
+    assert {k: v.p_fake for k, v in merged.detectors.items()} == {"mesonet": 0.9, "xception": 0.4, "efficientnet": 0.7}
+    assert (merged.first_seen, merged.last_seen) == (T0 - HOUR, T0 + 2 * HOUR)
+    assert merged.score == 0.3  # the newer record left it empty
+    assert merged.verdict == "fake"
+    assert merged.error is None  # a new verdict brings its own error state
+    assert merged.fingerprints.pdq == ["00" * 32]  # not recomputed: kept
+
+
+def test_add_sighting_counts_and_appends(index: SearchIndex) -> None:
+    a, b = "https://example.com/a", "https://example.com/b"
+    r = index.upsert(record(1, sightings=[sighting(a, count=2)]))
+    after = index.add_sighting(r.media_id, sighting(a, first=T0 + HOUR, count=5))
+    after = index.add_sighting(r.media_id, sighting(b, first=T0 - HOUR))
+    assert index.get(r.media_id) == after
+    assert [(s.canonical_url, s.count) for s in after.sightings] == [(a, 7), (b, 1)]
+    assert (after.sightings[0].first_seen, after.sightings[0].last_seen) == (T0, T0 + HOUR)
+    assert (after.first_seen, after.last_seen) == (T0 - HOUR, T0 + HOUR)
+
+
+def test_add_sighting_to_unknown_media(index: SearchIndex) -> None:
+    with pytest.raises(UnknownMedia):
+        index.add_sighting(media_id("nothing"), sighting("https://example.com/a"))
+    assert index.get(media_id("nothing")) is None
+
+
+def test_find_by_url_and_sha(index: SearchIndex) -> None:
+    # Quotes and wildcards in a URL are data, never SQL or patterns.
+    odd = "https://example.com/it's%20'quoted'?q=1;DROP%20TABLE%20media;--&x=_%"
+    r1 = index.upsert(record(1, sightings=[sighting("https://example.com/a")]))
+    r2 = index.upsert(record(2, sightings=[sighting(odd)]))
+    index.add_sighting(r1.media_id, sighting("https://example.com/later"))
+    assert index.find_by_canonical_url("https://example.com/a") == index.get(r1.media_id)
+    assert index.find_by_canonical_url("https://example.com/later") == index.get(r1.media_id)
+    assert index.find_by_canonical_url(odd) == r2
+    assert index.find_by_canonical_url("https://example.com/%") is None
+    assert index.find_by_canonical_url("https://example.com/none") is None
+    assert index.find_by_sha256(r2.media_id) == r2
+    assert index.find_by_sha256(media_id("none")) is None
+
+
+# --- near duplicates ------------------------------------------------------------------------
+def test_near_duplicates_basics(index: SearchIndex) -> None:
+    base = int("f0" * 32, 16)
+    r1 = index.upsert(record(1, pdq=[hex_of(base ^ 0b111, 256), hex_of(base ^ 0b1, 256)]))  # min distance 1
+    r2 = index.upsert(record(2, pdq=[hex_of(base ^ (1 << 255), 256)], videohash="ffffffffffffffff"))  # distance 1
+    index.upsert(record(3, pdq=[hex_of(~base & ((1 << 256) - 1), 256)], videohash="0000000000000000"))
+    q = hex_of(base, 256)
+    assert index.near_duplicates(q, 0) == []
+    assert index.near_duplicates(q, 1) == sorted([(r1.media_id, 1), (r2.media_id, 1)])
+    assert index.near_duplicates("fffffffffffffff0", 4, kind="videohash") == [(r2.media_id, 4)]
+    assert index.near_duplicates(q, 1, kind="pdq_faces") == []
+    # New frame hashes replace the old ones in the index.
+    index.upsert(record(1, pdq=[hex_of(~base & ((1 << 256) - 1), 256)]))
+    assert index.near_duplicates(q, 1) == [(r2.media_id, 1)]
+
+
+@pytest.mark.parametrize(
+    ("query", "radius", "kind"),
+    [
+        ("ab" * 32, -1, "pdq"),
+        ("ab" * 8, 3, "pdq"),
+        ("AB" * 32, 3, "pdq"),
+        ("ab" * 32, 3, "videohash"),
+        ("ab" * 8, 3, "md5"),
+    ],
+)
+def test_near_duplicates_rejects_bad_queries(index: SearchIndex, query: str, radius: int, kind: str) -> None:
+    with pytest.raises(ValueError):
+        index.near_duplicates(query, radius, kind=kind)  # type: ignore[arg-type]
+
+
+def _hash_sets(bits: int, max_flips: int) -> st.SearchStrategy[tuple[int, list[list[int]]]]:
+    """A query and records whose hashes cluster around it, so every radius finds something."""
+    full = (1 << bits) - 1
+    near = st.lists(st.integers(0, bits - 1), max_size=max_flips).map(
+        lambda positions: sum({1 << p for p in positions})
+    )
+    noise = st.one_of(near, near, st.integers(0, full))
+    return st.tuples(
+        st.integers(0, full),
+        st.lists(st.lists(noise, min_size=1, max_size=4), min_size=1, max_size=12),
+    ).map(lambda qt: (qt[0], [[qt[0] ^ mask for mask in masks] for masks in qt[1]]))
+
+
+@pytest.mark.parametrize(("kind", "bits", "max_radius"), [("videohash", 64, 16), ("pdq", 256, 40)])
+def test_near_duplicates_equal_brute_force(make_index: MakeIndex, kind: str, bits: int, max_radius: int) -> None:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=_hash_sets(bits, max_radius + 4), radius=st.integers(0, max_radius))
+    def check(data: tuple[int, list[list[int]]], radius: int) -> None:
+        query, groups = data
+        idx = make_index()
+        items: list[tuple[str, list[int]]] = []
+        for n, hashes in enumerate(groups):
+            hexes = [hex_of(h, bits) for h in hashes]
+            r = record(n, videohash=hexes[0]) if kind == "videohash" else record(n, pdq=hexes)
+            idx.upsert(r)
+            items.append((r.media_id, hashes[:1] if kind == "videohash" else hashes))
+        assert idx.near_duplicates(hex_of(query, bits), radius, kind=kind) == hamming.brute_force(query, items, radius)
+
+    check()
+
+
+def test_sqlite_scan_fallback_equals_lookup(tmp_path: Path) -> None:
+    """Past max_keys the SQLite backend scans every hash; both paths must agree."""
+    lookup = SqliteIndex(tmp_path / "a.sqlite3")
+    scan = SqliteIndex(tmp_path / "b.sqlite3", max_keys=0)
+    base = int("5a" * 32, 16)
+    for n in range(20):
+        r = record(n, pdq=[hex_of(base ^ ((1 << (n * 7 % 256)) * ((1 << n) - 1)) & ((1 << 256) - 1), 256)])
+        lookup.upsert(r)
+        scan.upsert(r)
+    for radius in (0, 3, 15, 31, 64, 256):
+        assert lookup.near_duplicates(hex_of(base, 256), radius) == scan.near_duplicates(hex_of(base, 256), radius)
+    assert len(scan.near_duplicates(hex_of(base, 256), 256)) == 20
+    lookup.close()
+    scan.close()
+
+
+# --- concurrency ----------------------------------------------------------------------------
+SHARED_URL = "https://example.com/shared"
+
+
+def _sighting_worker(backend: str, location: str, mid: str, worker: int, n: int, barrier: object) -> None:
+    """Runs in a spawned process: ``n`` sightings (half on a shared URL) and a few detector upserts."""
+    idx = _open(backend, location)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(n):
+        url = SHARED_URL if i % 2 == 0 else f"https://example.com/w{worker}/{i % 10}"
+        idx.add_sighting(mid, sighting(url, first=T0 + timedelta(seconds=i)))
+        if i % 50 == 0:
+            idx.upsert(record(0, detectors={f"d{worker}-{i}": 0.5}))
+    idx.close()
+
+
+def test_concurrent_processes_lose_nothing(backend: str, tmp_path: Path) -> None:
+    first = _open(backend, str(tmp_path))
+    mid = first.upsert(record(0)).media_id
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    n = 200
+    procs = [ctx.Process(target=_sighting_worker, args=(backend, str(tmp_path), mid, w, n, barrier)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]  # an escaped "database is locked" would make it 1
+
+    final = first.get(mid)
+    first.close()
+    assert final is not None
+    counts = {s.canonical_url: s.count for s in final.sightings}
+    expected = {SHARED_URL: n} | {f"https://example.com/w{w}/{j}": n // 10 for w in range(2) for j in (1, 3, 5, 7, 9)}
+    assert counts == expected
+    assert set(final.detectors) == {f"d{w}-{i}" for w in range(2) for i in range(0, n, 50)}
+    assert final.last_seen == T0 + timedelta(seconds=n - 1)
+
+
+# --- factory --------------------------------------------------------------------------------
+def test_open_index_from_settings(tmp_path: Path) -> None:
+    idx = open_index(load_settings(data_dir=tmp_path))
+    assert isinstance(idx, SearchIndex)
+    idx.close()
+    assert (tmp_path / "index.sqlite3").is_file()
+    with pytest.raises(NotImplementedError, match="issue 3"):
+        open_index(load_settings(index_backend="elasticsearch", es_url="http://127.0.0.1:9200"))

@@ -11,6 +11,7 @@ import hashlib
 import multiprocessing
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,6 +220,85 @@ def test_find_by_url_and_sha(index: SearchIndex) -> None:
     assert index.find_by_canonical_url("https://example.com/none") is None
     assert index.find_by_sha256(r2.media_id) == r2
     assert index.find_by_sha256(media_id("none")) is None
+
+
+def test_url_points_at_the_newest_record(index: SearchIndex) -> None:
+    """A post edited to serve other bytes: the URL now finds the new record, the old one keeps its history."""
+    url = "https://example.com/edited"
+    old = index.upsert(record(1, sightings=[sighting(url)]))
+    new = index.upsert(record(2, sightings=[sighting(url, first=T0 + HOUR)]))
+    assert index.find_by_canonical_url(url) == new
+    assert index.get(old.media_id) == old
+
+
+urls = st.sampled_from([f"https://example.com/{c}" for c in "abcd"])
+versions = st.lists(
+    st.tuples(
+        st.dictionaries(urls, st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(1, 9)), max_size=4),
+        st.dictionaries(st.sampled_from(["m1", "m2", "m3"]), st.floats(0, 1), max_size=3),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _version(seen: dict[str, tuple[int, int, int]], detectors: dict[str, float]) -> MediaRecord:
+    sightings = [
+        sighting(u, first=T0 + min(a, b) * HOUR, last=T0 + max(a, b) * HOUR, count=c) for u, (a, b, c) in seen.items()
+    ]
+    first = min((s.first_seen for s in sightings), default=T0)
+    last = max((s.last_seen for s in sightings), default=T0)
+    return record(1, sightings=sightings, detectors=detectors, first=first, last=last)
+
+
+def test_upserts_merge_like_a_union(make_index: MakeIndex) -> None:
+    """Whatever the order, every URL and detector ever written is there, with the widest range and the
+    largest count; and replaying every version again changes nothing."""
+
+    @settings(max_examples=30, deadline=None)
+    @given(vs=versions)
+    def check(vs: list[tuple[dict[str, tuple[int, int, int]], dict[str, float]]]) -> None:
+        idx = make_index()
+        for seen, detectors in vs:
+            idx.upsert(_version(seen, detectors))
+        final = idx.get(media_id(1))
+        assert final is not None
+        by_url = {s.canonical_url: s for s in final.sightings}
+        assert set(by_url) == {u for seen, _ in vs for u in seen}
+        for u, s in by_url.items():
+            mine = [v for seen, _ in vs for uu, v in seen.items() if uu == u]
+            assert s.count == max(c for _, _, c in mine)
+            assert s.first_seen == T0 + min(min(a, b) for a, b, _ in mine) * HOUR
+            assert s.last_seen == T0 + max(max(a, b) for a, b, _ in mine) * HOUR
+        assert set(final.detectors) == {d for _, ds in vs for d in ds}
+        for name, score in final.detectors.items():
+            assert score.p_fake == [ds[name] for _, ds in vs if name in ds][-1]  # the newest wins
+        for seen, detectors in vs:
+            idx.upsert(_version(seen, detectors))
+        again = idx.get(media_id(1))
+        assert again is not None and {s.canonical_url: s.count for s in again.sightings} == {
+            u: s.count for u, s in by_url.items()
+        }
+
+    check()
+
+
+def test_threads_sharing_one_index(index: SearchIndex) -> None:
+    mid = index.upsert(record(1)).media_id
+
+    def work(t: int) -> None:
+        for i in range(50):
+            index.add_sighting(mid, sighting(f"https://example.com/{i % 5}"))
+            index.get(mid)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = index.get(mid)
+    assert final is not None
+    assert {s.canonical_url: s.count for s in final.sightings} == {f"https://example.com/{i}": 40 for i in range(5)}
 
 
 # --- near duplicates ------------------------------------------------------------------------

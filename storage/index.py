@@ -22,14 +22,11 @@ HashKind = Literal["pdq", "videohash", "pdq_faces"]
 HASH_KINDS: dict[str, HashSpec] = {"videohash": HASH64, "pdq": HASH256, "pdq_faces": HASH256}
 
 
-class IndexError_(Exception):
-    """The index could not do what was asked; the backend's own exception is the ``__cause__``.
-
-    (Trailing underscore: ``IndexError`` is a builtin with another meaning.)
-    """
+class SearchIndexError(Exception):
+    """The index could not do what was asked; the backend's own exception is the ``__cause__``."""
 
 
-class UnknownMedia(IndexError_, LookupError):
+class UnknownMedia(SearchIndexError, LookupError):
     """No record with this media id (e.g. a sighting for media never recorded)."""
 
     def __init__(self, media_id: str):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deepwatch.contracts import MediaRecord, Sighting
 from storage import hamming, merge
-from storage.index import HASH_KINDS, HashKind, IndexError_, UnknownMedia, record_hashes
+from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
 
 SCHEMA_VERSION = 1
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
@@ -79,7 +79,7 @@ class SqliteIndex:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise IndexError_(f"cannot open index {self.path}: {exc}") from exc
+            raise SearchIndexError(f"cannot open index {self.path}: {exc}") from exc
         with self._write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -87,7 +87,7 @@ class SqliteIndex:
             if row is None:
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
-                raise IndexError_(f"index {self.path} has schema {row[0]}, this code reads {SCHEMA_VERSION}")
+                raise SearchIndexError(f"index {self.path} has schema {row[0]}, this code reads {SCHEMA_VERSION}")
 
     # --- transactions -----------------------------------------------------------------------
     @contextmanager
@@ -96,12 +96,12 @@ class SqliteIndex:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise IndexError_(f"index {self.path}: cannot start a write: {exc}") from exc
+                raise SearchIndexError(f"index {self.path}: cannot start a write: {exc}") from exc
             try:
                 yield self._conn
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
-                raise IndexError_(f"index {self.path}: write failed: {exc}") from exc
+                raise SearchIndexError(f"index {self.path}: write failed: {exc}") from exc
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -109,7 +109,7 @@ class SqliteIndex:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
-                raise IndexError_(f"index {self.path}: commit failed: {exc}") from exc
+                raise SearchIndexError(f"index {self.path}: commit failed: {exc}") from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -118,7 +118,7 @@ class SqliteIndex:
             try:
                 self._conn.execute("BEGIN")
             except sqlite3.Error as exc:
-                raise IndexError_(f"index {self.path}: cannot read: {exc}") from exc
+                raise SearchIndexError(f"index {self.path}: cannot read: {exc}") from exc
             try:
                 yield self._conn
             finally:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -22,18 +20,28 @@ from deepwatch import __version__
 from deepwatch.contracts import SCHEMA_VERSION
 from deepwatch.embedded.broker import kafka_reachable
 from deepwatch.settings import Settings
+from storage.index import open_index
+from storage.objects import open_object_store
 
 CHECK_TIMEOUT_S = 3.0
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def _writable_dir(path: Path) -> dict[str, Any]:
-    """A location is healthy when we can create and remove a file in it."""
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".healthz-"):
-        pass
-    return {"status": "ok", "location": str(path)}
+def _probe_index(settings: Settings) -> dict[str, Any]:
+    """Open the index and run one lookup: proves the backend answers, not only that a path exists."""
+    index = open_index(settings)
+    try:
+        index.get("0" * 64)
+    finally:
+        index.close()
+    return {"status": "ok", "backend": settings.index_backend}
+
+
+def _probe_store(settings: Settings) -> dict[str, Any]:
+    store = open_object_store(settings)
+    store.exists("healthz/probe")
+    return {"status": "ok", "backend": settings.store_backend, "location": store.location}
 
 
 def health_checks(settings: Settings) -> dict[str, Check]:
@@ -47,18 +55,10 @@ def health_checks(settings: Settings) -> dict[str, Check]:
         return {"status": "ok" if ok else "down", "bootstrap": bootstrap}
 
     async def index() -> dict[str, Any]:
-        if settings.index_backend == "sqlite":
-            return await asyncio.to_thread(_writable_dir, settings.index_path.parent) | {"backend": "sqlite"}
-        return await _http_ok(settings.es_url or "") | {"backend": "elasticsearch"}
+        return await asyncio.to_thread(_probe_index, settings)
 
     async def store() -> dict[str, Any]:
-        if settings.store_backend == "local":
-            return await asyncio.to_thread(_writable_dir, settings.store_path) | {"backend": "local"}
-        scheme = "https" if settings.s3_secure else "http"
-        endpoint = settings.s3_endpoint or ""
-        url = endpoint if "://" in endpoint else f"{scheme}://{endpoint}"
-        # Any HTTP answer (S3 says 403 to an unsigned request) proves the service is up.
-        return await _http_ok(url, any_status=True) | {"backend": "s3"}
+        return await asyncio.to_thread(_probe_store, settings)
 
     checks: dict[str, Check] = {"kafka": kafka, "index": index, "store": store}
     for part, url in (("worker", settings.health_worker_url), ("crawler", settings.health_crawler_url)):
@@ -67,14 +67,13 @@ def health_checks(settings: Settings) -> dict[str, Check]:
     return checks
 
 
-async def _http_ok(url: str, any_status: bool = False) -> dict[str, Any]:
+async def _http_ok(url: str) -> dict[str, Any]:
     try:
         async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S - 0.5) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
         return {"status": "down", "error": type(exc).__name__}
-    ok = any_status or response.status_code == 200
-    return {"status": "ok" if ok else "down", "http_status": response.status_code}
+    return {"status": "ok" if response.status_code == 200 else "down", "http_status": response.status_code}
 
 
 async def run_checks(checks: dict[str, Check]) -> dict[str, dict[str, Any]]:

@@ -65,3 +65,16 @@ def test_health_server_routes(path: str) -> None:
     finally:
         server.shutdown()
     assert response.status_code == {"/healthz": 503, "/metrics": 200, "/nope": 404}[path]
+
+
+def test_healthz_probes_the_real_s3_store(tmp_path: Path, s3_server) -> None:  # type: ignore[no-untyped-def]
+    def store_status(secret: str) -> tuple[int, dict]:
+        api = client(tmp_path, store_backend="s3", s3_endpoint=s3_server.endpoint, s3_secure=False,
+                     s3_bucket="healthz-probe", s3_access_key=s3_server.access_key, s3_secret_key=secret)
+        response = api.get("/healthz")
+        return response.status_code, response.json()["parts"]["store"]
+
+    code, store = store_status(s3_server.secret_key)
+    assert store["status"] == "ok" and store["backend"] == "s3"
+    code, store = store_status("wrong-secret")
+    assert code == 503 and store["status"] == "down"

@@ -84,6 +84,13 @@ class Stack:
     def plan(self) -> tuple[list[Part], Endpoints]:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The launcher composes the apps, so it (like the CLI) imports them late; the core stays free of them.
+        from storage.index import open_index
+        from storage.objects import open_object_store
+
+        # Create the index and the store now: a bad backend setting fails here, before any child starts.
+        open_index(s).close()
+        store_location = open_object_store(s).location
         key, key_file = api_key(s)
         parts: list[Part] = []
 
@@ -136,8 +143,7 @@ class Stack:
             kafka_bootstrap=bootstrap,
             index={"backend": s.index_backend, "location": str(s.index_path.resolve())
                    if s.index_backend == "sqlite" else str(s.es_url)},
-            store={"backend": s.store_backend, "location": str(s.store_path.resolve())
-                   if s.store_backend == "local" else f"{s.s3_endpoint}/{s.s3_bucket}"},
+            store={"backend": s.store_backend, "location": store_location},
             health={"api": f"{s.api_url}/healthz", "worker": worker_health, "crawler": crawler_health},
             pid=os.getpid(),
         )

@@ -20,32 +20,39 @@ from deepwatch import __version__
 from deepwatch.contracts import SCHEMA_VERSION
 from deepwatch.embedded.broker import kafka_reachable
 from deepwatch.settings import Settings
-from storage.index import open_index
-from storage.objects import open_object_store
+from storage.index import SearchIndex, open_index
+from storage.objects import ObjectStore, open_object_store
 
 CHECK_TIMEOUT_S = 3.0
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def _probe_index(settings: Settings) -> dict[str, Any]:
-    """Open the index and run one lookup: proves the backend answers, not only that a path exists."""
-    index = open_index(settings)
-    try:
-        index.get("0" * 64)
-    finally:
-        index.close()
-    return {"status": "ok", "backend": settings.index_backend}
+class _Backends:
+    """The index and store, opened on first use and kept: a probe every few seconds must not
+    re-create the schema or the bucket each time. A failed open is retried at the next probe."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._index: SearchIndex | None = None
+        self._store: ObjectStore | None = None
 
-def _probe_store(settings: Settings) -> dict[str, Any]:
-    store = open_object_store(settings)
-    store.exists("healthz/probe")
-    return {"status": "ok", "backend": settings.store_backend, "location": store.location}
+    def probe_index(self) -> dict[str, Any]:
+        if self._index is None:
+            self._index = open_index(self.settings)
+        self._index.get("0" * 64)  # one real lookup: the backend answers, not only exists
+        return {"status": "ok", "backend": self.settings.index_backend}
+
+    def probe_store(self) -> dict[str, Any]:
+        if self._store is None:
+            self._store = open_object_store(self.settings)
+        self._store.exists("healthz/probe")
+        return {"status": "ok", "backend": self.settings.store_backend, "location": self._store.location}
 
 
 def health_checks(settings: Settings) -> dict[str, Check]:
     """One probe per part the API depends on or reports on."""
+    backends = _Backends(settings)
 
     async def kafka() -> dict[str, Any]:
         bootstrap = settings.kafka_bootstrap
@@ -55,10 +62,10 @@ def health_checks(settings: Settings) -> dict[str, Check]:
         return {"status": "ok" if ok else "down", "bootstrap": bootstrap}
 
     async def index() -> dict[str, Any]:
-        return await asyncio.to_thread(_probe_index, settings)
+        return await asyncio.to_thread(backends.probe_index)
 
     async def store() -> dict[str, Any]:
-        return await asyncio.to_thread(_probe_store, settings)
+        return await asyncio.to_thread(backends.probe_store)
 
     checks: dict[str, Check] = {"kafka": kafka, "index": index, "store": store}
     for part, url in (("worker", settings.health_worker_url), ("crawler", settings.health_crawler_url)):

@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from storage.hamming import HASH64, HASH256, HashSpec
 
 if TYPE_CHECKING:
-    from deepwatch.contracts import MediaRecord, Sighting
+    from collections.abc import Iterable
+
+    from deepwatch.contracts import MediaRecord, Review, Sighting
     from deepwatch.settings import Settings
+    from storage.query import Aggregations, ReviewEvent, SearchPage, SearchQuery
 
 HashKind = Literal["pdq", "videohash", "pdq_faces"]
 
@@ -59,6 +62,11 @@ class SearchIndex(Protocol):
         """
         ...
 
+    def upsert_many(self, records: Iterable[MediaRecord]) -> int:
+        """Bulk :meth:`upsert` (same merge, same guarantees), in as few round trips as the backend
+        allows; records sharing a media_id merge in order. Returns how many were written."""
+        ...
+
     def add_sighting(self, media_id: str, sighting: Sighting) -> MediaRecord:
         """Count one more sighting (same canonical URL: count += sighting.count; new URL: appended).
 
@@ -78,6 +86,26 @@ class SearchIndex(Protocol):
     def near_duplicates(self, hash_hex: str, radius: int, kind: HashKind = "pdq") -> list[tuple[str, int]]:
         """``(media_id, distance)`` for every record with a hash of ``kind`` within ``radius`` bits
         (a record's distance is the minimum over its hashes), by distance then media_id. Exact."""
+        ...
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        """One page of the records matching ``query``, in its sort order (ties by media_id).
+
+        Records written after page one was served never show up on later pages (nor in their
+        ``total``): the cursor bounds the search to what page one could see. A cursor from another
+        query raises ContractError on ``cursor``."""
+        ...
+
+    def aggregate(self, query: SearchQuery | None = None) -> Aggregations:
+        """Dashboard counts over the records ``query`` selects (all when None)."""
+        ...
+
+    def record_review(self, media_id: str, review: Review) -> MediaRecord:
+        """Set the record's human review and append it to the audit trail. Raises UnknownMedia."""
+        ...
+
+    def review_history(self, media_id: str) -> list[ReviewEvent]:
+        """The audit trail of one record, oldest first."""
         ...
 
     def close(self) -> None: ...

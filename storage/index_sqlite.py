@@ -6,9 +6,20 @@ the same record run one after the other instead of both reading the old version 
 overwriting the other's sighting. WAL mode lets readers run during a write; ``busy_timeout``
 makes a writer wait for the lock instead of failing with ``database is locked``.
 
-The record itself is stored as its JSON; the columns beside it exist only to filter and sort on.
-``urls`` maps canonical URLs to records, ``hashes`` holds every perceptual hash and
-``hash_chunks`` indexes them for the multi-index lookup of ``storage.hamming``.
+The record itself is stored as its JSON (``media.doc``); everything else exists to find records:
+
+- ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
+  order: search cursors remember the highest ``seq`` page one could see, so later arrivals never
+  shift a moderator's pages;
+- ``facets`` (platform, source), ``detector_scores``, ``timings`` for filters and dashboards;
+- ``media_text``, an FTS5 table over titles, uploaders, post text and URLs;
+- ``urls`` maps canonical URLs to records; ``reviews`` is the audit trail of human reviews;
+- ``hashes`` every perceptual hash. Near-duplicate search runs on an in-memory multi-index
+  (``storage.hamming_memory``) loaded from it on first use and caught up before every query from
+  the rows appended since (``hashes.id`` only grows), then checked against the table.
+
+Search input arrives as a validated :class:`storage.query.SearchQuery`; the SQL below is fixed
+text, and every value travels as a parameter (lists as one JSON parameter, read by ``json_each``).
 """
 
 from __future__ import annotations
@@ -16,58 +27,149 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from deepwatch.contracts import MediaRecord, Sighting
+import numpy as np
+
+from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
+from storage.hamming_memory import HashMemoryIndex, words_of
 from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
+from storage.query import (
+    HISTOGRAM_BINS,
+    Aggregations,
+    ReviewEvent,
+    SearchPage,
+    SearchQuery,
+    decode_cursor,
+    descending,
+    encode_cursor,
+    searchable_text,
+    sort_value,
+    stage_times,
+    text_terms,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS media (
-        media_id TEXT PRIMARY KEY,
+        seq INTEGER PRIMARY KEY,
+        media_id TEXT NOT NULL UNIQUE,
         doc TEXT NOT NULL,
         kind TEXT NOT NULL,
-        verdict TEXT,
+        verdict TEXT NOT NULL,
         score REAL,
+        score_sort REAL NOT NULL,
         dedup TEXT NOT NULL,
+        review TEXT NOT NULL,
         first_seen REAL NOT NULL,
         last_seen REAL NOT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS media_kind ON media (kind)",
-    "CREATE INDEX IF NOT EXISTS media_verdict ON media (verdict)",
-    "CREATE INDEX IF NOT EXISTS media_score ON media (score)",
-    "CREATE INDEX IF NOT EXISTS media_dedup ON media (dedup)",
-    "CREATE INDEX IF NOT EXISTS media_first_seen ON media (first_seen)",
+    "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, media_id)",
+    "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
     "CREATE INDEX IF NOT EXISTS media_last_seen ON media (last_seen)",
-    "CREATE TABLE IF NOT EXISTS urls (canonical_url TEXT PRIMARY KEY, media_id TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS urls_media ON urls (media_id)",
+    "CREATE INDEX IF NOT EXISTS media_verdict ON media (verdict)",
+    "CREATE INDEX IF NOT EXISTS media_review ON media (review)",
+    """CREATE TABLE IF NOT EXISTS facets (
+        field TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (field, value, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS facets_seq ON facets (seq)",
+    """CREATE TABLE IF NOT EXISTS detector_scores (
+        detector TEXT NOT NULL, p_fake REAL NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (detector, p_fake, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS detector_scores_seq ON detector_scores (seq)",
+    """CREATE TABLE IF NOT EXISTS timings (
+        stage TEXT NOT NULL, seconds REAL NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (stage, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS timings_seq ON timings (seq)",
+    # rowid = media.seq. unicode61 folds case and splits on punctuation like query.text_terms.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS media_text USING fts5(body, tokenize = 'unicode61')",
+    "CREATE TABLE IF NOT EXISTS urls (canonical_url TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS urls_seq ON urls (seq)",
+    # AUTOINCREMENT: ids are never reused, so "rows after id N" is exactly what is new.
     """CREATE TABLE IF NOT EXISTS hashes (
-        media_id TEXT NOT NULL, kind TEXT NOT NULL, hash TEXT NOT NULL,
-        PRIMARY KEY (media_id, kind, hash)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS hashes_kind ON hashes (kind, media_id)",
-    """CREATE TABLE IF NOT EXISTS hash_chunks (
-        kind TEXT NOT NULL, key INTEGER NOT NULL, media_id TEXT NOT NULL,
-        PRIMARY KEY (kind, key, media_id)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS hash_chunks_media ON hash_chunks (media_id)",
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER NOT NULL, kind TEXT NOT NULL, hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS hashes_seq ON hashes (seq, kind)",
+    """CREATE TABLE IF NOT EXISTS reviews (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        media_id TEXT NOT NULL, review TEXT NOT NULL, previous TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS reviews_media ON reviews (media_id, id)",
 ]
+
+# The one place a query field becomes SQL: a fixed column per list filter.
+_LIST_COLUMNS = {"verdict": "m.verdict", "kind": "m.kind", "dedup": "m.dedup", "review": "m.review"}
+_FACETS = ("platform", "source")
+
+
+def _verdict(record: MediaRecord) -> str:
+    return record.verdict or "unscored"
+
+
+def _review(record: MediaRecord) -> str:
+    return record.review.label if record.review else "none"
+
+
+def _fts_query(text: str) -> str:
+    # Every word quoted: FTS5 operators in user text (NEAR, OR, *, ^, :) are only words here.
+    return " AND ".join('"' + term.replace('"', '""') + '"' for term in text_terms(text))
+
+
+def _where(query: SearchQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``media m`` for the query's filters, and their parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for field, column in _LIST_COLUMNS.items():
+        values = getattr(query, field)
+        if values:
+            clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(values))
+    if query.score is not None:
+        clauses.append("m.score BETWEEN ? AND ?")
+        params += [query.score.min, query.score.max]
+    for name, bounds in sorted(query.detectors.items()):
+        clauses.append("m.seq IN (SELECT seq FROM detector_scores WHERE detector = ? AND p_fake BETWEEN ? AND ?)")
+        params += [name, bounds.min, bounds.max]
+    for field in _FACETS:
+        values = getattr(query, field)
+        if values:
+            clauses.append(
+                "m.seq IN (SELECT seq FROM facets WHERE field = ? AND value IN (SELECT value FROM json_each(?)))"
+            )
+            params += [field, json.dumps(values)]
+    if query.seen_since is not None:
+        clauses.append("m.last_seen >= ?")
+        params.append(query.seen_since.timestamp())
+    if query.seen_until is not None:
+        clauses.append("m.first_seen <= ?")
+        params.append(query.seen_until.timestamp())
+    if query.text:
+        clauses.append("m.seq IN (SELECT rowid FROM media_text WHERE media_text MATCH ?)")
+        params.append(_fts_query(query.text))
+    return clauses, params
 
 
 class SqliteIndex:
     """:class:`storage.index.SearchIndex` on SQLite. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, path: Path | str, *, max_keys: int = hamming.DEFAULT_MAX_KEYS):
+    def __init__(self, path: Path | str, *, max_keys: int | None = None):
         self.path = str(path)
-        self._max_keys = max_keys
         self._lock = threading.Lock()
+        self._memory: dict[str, HashMemoryIndex] = {}
+        self._memory_upto: dict[str, int] = {}
+        self._max_keys = max_keys
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -81,13 +183,18 @@ class SqliteIndex:
         except sqlite3.Error as exc:
             raise SearchIndexError(f"cannot open index {self.path}: {exc}") from exc
         with self._write() as conn:
+            row = None
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) != SCHEMA_VERSION:
+                raise SearchIndexError(
+                    f"index {self.path} has schema {row[0]}, this code reads {SCHEMA_VERSION}; "
+                    "move the file aside and let deepwatch create a new one"
+                )
             for statement in _SCHEMA:
                 conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise SearchIndexError(f"index {self.path} has schema {row[0]}, this code reads {SCHEMA_VERSION}")
 
     # --- transactions -----------------------------------------------------------------------
     @contextmanager
@@ -121,83 +228,157 @@ class SqliteIndex:
                 raise SearchIndexError(f"index {self.path}: cannot read: {exc}") from exc
             try:
                 yield self._conn
+            except sqlite3.Error as exc:
+                raise SearchIndexError(f"index {self.path}: read failed: {exc}") from exc
             finally:
                 self._conn.execute("COMMIT")
 
     # --- rows -------------------------------------------------------------------------------
     @staticmethod
-    def _load(conn: sqlite3.Connection, media_id: str) -> MediaRecord | None:
-        row = conn.execute("SELECT doc FROM media WHERE media_id = ?", (media_id,)).fetchone()
-        return None if row is None else MediaRecord.model_validate_json(row[0])
+    def _load_many(conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
+        rows = conn.execute(
+            "SELECT media_id, seq, doc FROM media WHERE media_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(media_ids)),),
+        ).fetchall()
+        return {mid: (seq, MediaRecord.model_validate_json(doc)) for mid, seq, doc in rows}
+
+    @classmethod
+    def _load(cls, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
+        return cls._load_many(conn, [media_id]).get(media_id)
 
     @staticmethod
-    def _store(conn: sqlite3.Connection, record: MediaRecord, *, hashes_changed: bool) -> None:
-        conn.execute(
-            """INSERT INTO media (media_id, doc, kind, verdict, score, dedup, first_seen, last_seen)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (media_id) DO UPDATE SET
-                 doc = excluded.doc, kind = excluded.kind, verdict = excluded.verdict,
-                 score = excluded.score, dedup = excluded.dedup,
-                 first_seen = excluded.first_seen, last_seen = excluded.last_seen""",
-            (
-                record.media_id,
-                record.model_dump_json(),
-                record.kind,
-                record.verdict,
-                record.score,
-                record.dedup,
-                record.first_seen.timestamp(),
-                record.last_seen.timestamp(),
-            ),
-        )
-        # A URL serving new bytes (an edited post) points at the newest record written for it.
+    def _store_many(conn: sqlite3.Connection, writes: list[tuple[int | None, MediaRecord, bool]]) -> None:
+        """``(seq or None for a new record, record, hashes_changed)``, in one batch per table."""
+        next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM media").fetchone()[0]
+        rows: list[tuple[Any, ...]] = []
+        replaced: list[int] = []  # existing records: their side rows are rewritten
+        rehashed: list[int] = []
+        facets, detectors, timings, texts, urls, hashes = [], [], [], [], [], []
+        for seq, record, hashes_changed in writes:
+            if seq is None:
+                seq, next_seq = next_seq, next_seq + 1
+                hashes_changed = True
+            else:
+                replaced.append(seq)
+                if hashes_changed:
+                    rehashed.append(seq)
+            rows.append(
+                (
+                    seq,
+                    record.media_id,
+                    record.model_dump_json(),
+                    record.kind,
+                    _verdict(record),
+                    record.score,
+                    sort_value(record, "score_desc"),
+                    record.dedup,
+                    _review(record),
+                    record.first_seen.timestamp(),
+                    record.last_seen.timestamp(),
+                )
+            )
+            facets += {("platform", s.platform, seq) for s in record.sightings}
+            facets += {("source", s.source, seq) for s in record.sightings}
+            detectors += [(name, d.p_fake, seq) for name, d in record.detectors.items()]
+            timings += [(stage, seconds, seq) for stage, seconds in record.timings.items()]
+            texts.append((seq, searchable_text(record)))
+            # A URL serving new bytes (an edited post) points at the newest record written for it.
+            urls += [(s.canonical_url, seq) for s in record.sightings]
+            if hashes_changed:
+                hashes += [(seq, kind, h) for kind in HASH_KINDS for h in record_hashes(record, kind)]
+        if replaced:
+            old = json.dumps(replaced)
+            for table in ("facets", "detector_scores", "timings"):
+                conn.execute(f"DELETE FROM {table} WHERE seq IN (SELECT value FROM json_each(?))", (old,))
+            conn.execute("DELETE FROM media_text WHERE rowid IN (SELECT value FROM json_each(?))", (old,))
+        if rehashed:
+            conn.execute("DELETE FROM hashes WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(rehashed),))
         conn.executemany(
-            """INSERT INTO urls (canonical_url, media_id) VALUES (?, ?)
-               ON CONFLICT (canonical_url) DO UPDATE SET media_id = excluded.media_id""",
-            [(s.canonical_url, record.media_id) for s in record.sightings],
+            """INSERT INTO media (seq, media_id, doc, kind, verdict, score, score_sort, dedup, review,
+                                  first_seen, last_seen)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (seq) DO UPDATE SET
+                 doc = excluded.doc, kind = excluded.kind, verdict = excluded.verdict,
+                 score = excluded.score, score_sort = excluded.score_sort, dedup = excluded.dedup,
+                 review = excluded.review, first_seen = excluded.first_seen, last_seen = excluded.last_seen""",
+            rows,
         )
-        if not hashes_changed:
-            return
-        conn.execute("DELETE FROM hashes WHERE media_id = ?", (record.media_id,))
-        conn.execute("DELETE FROM hash_chunks WHERE media_id = ?", (record.media_id,))
-        for kind, spec in HASH_KINDS.items():
-            values = record_hashes(record, kind)
-            conn.executemany(
-                "INSERT OR IGNORE INTO hashes (media_id, kind, hash) VALUES (?, ?, ?)",
-                [(record.media_id, kind, h) for h in values],
-            )
-            keys = {k for h in values for k in hamming.index_keys(hamming.parse_hash(h, spec), spec)}
-            conn.executemany(
-                "INSERT OR IGNORE INTO hash_chunks (kind, key, media_id) VALUES (?, ?, ?)",
-                [(kind, k, record.media_id) for k in sorted(keys)],
-            )
+        conn.executemany("INSERT OR IGNORE INTO facets (field, value, seq) VALUES (?, ?, ?)", facets)
+        conn.executemany("INSERT OR IGNORE INTO detector_scores (detector, p_fake, seq) VALUES (?, ?, ?)", detectors)
+        conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", timings)
+        conn.executemany("INSERT INTO media_text (rowid, body) VALUES (?, ?)", texts)
+        conn.executemany(
+            """INSERT INTO urls (canonical_url, seq) VALUES (?, ?)
+               ON CONFLICT (canonical_url) DO UPDATE SET seq = excluded.seq""",
+            urls,
+        )
+        conn.executemany("INSERT INTO hashes (seq, kind, hash) VALUES (?, ?, ?)", hashes)
 
-    # --- SearchIndex ------------------------------------------------------------------------
+    # --- SearchIndex: writes ----------------------------------------------------------------
     def upsert(self, record: MediaRecord) -> MediaRecord:
         with self._write() as conn:
-            old = self._load(conn, record.media_id)
+            return self._upsert_batch(conn, [record])[-1]
+
+    def upsert_many(self, records: Iterable[MediaRecord]) -> int:
+        batch = list(records)
+        if batch:
+            with self._write() as conn:
+                self._upsert_batch(conn, batch)
+        return len(batch)
+
+    def _upsert_batch(self, conn: sqlite3.Connection, records: list[MediaRecord]) -> list[MediaRecord]:
+        stored = self._load_many(conn, {r.media_id for r in records})
+        # Records sharing an id merge in order into one write.
+        pending: dict[str, tuple[int | None, MediaRecord, bool]] = {}
+        out: list[MediaRecord] = []
+        for record in records:
+            if record.media_id in pending:
+                seq, old, changed = pending[record.media_id]
+            elif record.media_id in stored:
+                (seq, old), changed = stored[record.media_id], False
+            else:
+                seq, old, changed = None, None, True
             merged = record if old is None else merge.merge_records(old, record)
-            changed = old is None or old.fingerprints != merged.fingerprints
-            self._store(conn, merged, hashes_changed=changed)
-            return merged
+            changed = changed or (old is not None and old.fingerprints != merged.fingerprints)
+            pending[record.media_id] = (seq, merged, changed)
+            out.append(merged)
+        self._store_many(conn, list(pending.values()))
+        return out
 
     def add_sighting(self, media_id: str, sighting: Sighting) -> MediaRecord:
         with self._write() as conn:
-            old = self._load(conn, media_id)
-            if old is None:
+            loaded = self._load(conn, media_id)
+            if loaded is None:
                 raise UnknownMedia(media_id)
+            seq, old = loaded
             merged = merge.add_sighting(old, sighting)
-            self._store(conn, merged, hashes_changed=False)
+            self._store_many(conn, [(seq, merged, False)])
             return merged
 
+    def record_review(self, media_id: str, review: Review) -> MediaRecord:
+        with self._write() as conn:
+            loaded = self._load(conn, media_id)
+            if loaded is None:
+                raise UnknownMedia(media_id)
+            seq, old = loaded
+            reviewed = MediaRecord.model_validate({**old.model_dump(), "review": review.model_dump()})
+            self._store_many(conn, [(seq, reviewed, False)])
+            conn.execute(
+                "INSERT INTO reviews (media_id, review, previous) VALUES (?, ?, ?)",
+                (media_id, review.model_dump_json(), _review(old)),
+            )
+            return reviewed
+
+    # --- SearchIndex: lookups ---------------------------------------------------------------
     def get(self, media_id: str) -> MediaRecord | None:
         with self._read() as conn:
-            return self._load(conn, media_id)
+            loaded = self._load(conn, media_id)
+            return None if loaded is None else loaded[1]
 
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT m.doc FROM urls u JOIN media m ON m.media_id = u.media_id WHERE u.canonical_url = ?", (url,)
+                "SELECT m.doc FROM urls u JOIN media m ON m.seq = u.seq WHERE u.canonical_url = ?", (url,)
             ).fetchone()
             return None if row is None else MediaRecord.model_validate_json(row[0])
 
@@ -205,27 +386,130 @@ class SqliteIndex:
         # The media id is the sha256 of the bytes (the contract enforces it), so this is a get.
         return self.get(sha256)
 
+    def review_history(self, media_id: str) -> list[ReviewEvent]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT review, previous FROM reviews WHERE media_id = ? ORDER BY id", (media_id,)
+            ).fetchall()
+        return [
+            ReviewEvent(media_id=media_id, review=Review.model_validate_json(review), previous=previous)
+            for review, previous in rows
+        ]
+
+    # --- near duplicates --------------------------------------------------------------------
+    def _memory_index(self, conn: sqlite3.Connection, kind: str) -> HashMemoryIndex:
+        """The in-memory index of ``kind``, caught up with every hash row written since last time."""
+        spec = HASH_KINDS[kind]
+        memory = self._memory.get(kind)
+        if memory is None:
+            memory = HashMemoryIndex(spec.bits) if self._max_keys is None else HashMemoryIndex(
+                spec.bits, max_keys=self._max_keys
+            )
+            self._memory[kind], self._memory_upto[kind] = memory, 0
+        rows = conn.execute(
+            "SELECT id, seq, hash FROM hashes WHERE id > ? AND kind = ? ORDER BY id", (self._memory_upto[kind], kind)
+        ).fetchall()
+        if rows:
+            ids, seqs, hexes = zip(*rows, strict=True)
+            memory.add(words_of(list(hexes), spec.bits), np.array(seqs, dtype=np.int64))
+            self._memory_upto[kind] = ids[-1]
+        return memory
+
     def near_duplicates(self, hash_hex: str, radius: int, kind: HashKind = "pdq") -> list[tuple[str, int]]:
         spec = HASH_KINDS.get(kind)
         if spec is None:
             raise ValueError(f"unknown hash kind {kind!r}: one of {', '.join(HASH_KINDS)}")
         query = hamming.parse_hash(hash_hex, spec)
-        keys = hamming.query_keys(query, radius, spec, self._max_keys)
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
         with self._read() as conn:
-            if keys is None:
-                rows = conn.execute("SELECT media_id, hash FROM hashes WHERE kind = ?", (kind,)).fetchall()
-            else:
-                # The keys travel as one JSON parameter: no placeholder list, no variable limit.
-                rows = conn.execute(
-                    """SELECT media_id, hash FROM hashes WHERE kind = ? AND media_id IN (
-                           SELECT media_id FROM hash_chunks
-                           WHERE kind = ? AND key IN (SELECT value FROM json_each(?)))""",
-                    (kind, kind, json.dumps(keys)),
-                ).fetchall()
+            owners, _ = self._memory_index(conn, kind).search(words_of([hash_hex], spec.bits)[0], radius)
+            if len(owners) == 0:
+                return []
+            # The memory index may hold hashes a record no longer has: the table has the last word.
+            rows = conn.execute(
+                """SELECT m.media_id, h.hash FROM hashes h JOIN media m ON m.seq = h.seq
+                   WHERE h.kind = ? AND h.seq IN (SELECT value FROM json_each(?))""",
+                (kind, json.dumps(np.unique(owners).tolist())),
+            ).fetchall()
         grouped: dict[str, list[int]] = {}
         for media_id, h in rows:
             grouped.setdefault(media_id, []).append(int(h, 16))
         return hamming.rank(query, grouped.items(), radius)
+
+    # --- moderation search and dashboards ---------------------------------------------------
+    def search(self, query: SearchQuery) -> SearchPage:
+        cursor = decode_cursor(query)
+        clauses, params = _where(query)
+        order = "DESC" if descending(query.sort) else "ASC"
+        column = "m.score_sort" if query.sort.startswith("score") else "m.first_seen"
+        with self._read() as conn:
+            if cursor is None:
+                snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM media").fetchone()[0]
+            else:
+                after, snapshot = cursor
+                if not isinstance(snapshot, int) or len(after) != 2:
+                    raise self._bad_cursor()
+            clauses.append("m.seq <= ?")
+            params.append(snapshot)
+            where = " AND ".join(clauses)
+            total = conn.execute(f"SELECT count(*) FROM media m WHERE {where}", params).fetchone()[0]
+            page_where, page_params = where, list(params)
+            if cursor is not None:
+                page_where += f" AND ({column}, m.media_id) {'<' if order == 'DESC' else '>'} (?, ?)"
+                page_params += after
+            rows = conn.execute(
+                f"SELECT m.doc FROM media m WHERE {page_where} "
+                f"ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
+                [*page_params, query.limit + 1],
+            ).fetchall()
+        items = [MediaRecord.model_validate_json(doc) for (doc,) in rows[: query.limit]]
+        next_cursor = None
+        if len(rows) > query.limit:
+            last = items[-1]
+            next_cursor = encode_cursor(query, [sort_value(last, query.sort), last.media_id], snapshot)
+        return SearchPage(total=total, items=items, next=next_cursor)
+
+    @staticmethod
+    def _bad_cursor() -> Exception:
+        from deepwatch.contracts import ContractError
+
+        return ContractError("SearchQuery", [("cursor", "not a cursor from this index")])
+
+    def aggregate(self, query: SearchQuery | None = None) -> Aggregations:
+        clauses, params = _where(query or SearchQuery())
+        where = " AND ".join(clauses) or "1"
+        selected = f"SELECT m.seq FROM media m WHERE {where}"
+        with self._read() as conn:
+
+            def pairs(sql: str) -> dict[str, int]:
+                return {str(k): v for k, v in conn.execute(sql, params).fetchall()}
+
+            total = conn.execute(f"SELECT count(*) FROM media m WHERE {where}", params).fetchone()[0]
+            by_verdict = pairs(f"SELECT m.verdict, count(*) FROM media m WHERE {where} GROUP BY 1")
+            by_platform = pairs(
+                f"SELECT value, count(*) FROM facets WHERE field = 'platform' AND seq IN ({selected}) GROUP BY 1"
+            )
+            by_day = pairs(
+                f"SELECT date(m.first_seen, 'unixepoch'), count(*) FROM media m WHERE {where} GROUP BY 1 ORDER BY 1"
+            )
+            bins = pairs(
+                f"SELECT min(CAST(m.score * {HISTOGRAM_BINS} AS INTEGER), {HISTOGRAM_BINS - 1}), count(*) "
+                f"FROM media m WHERE {where} AND m.score IS NOT NULL GROUP BY 1"
+            )
+            times: dict[str, list[float]] = {}
+            for stage, seconds in conn.execute(
+                f"SELECT stage, seconds FROM timings WHERE seq IN ({selected}) ORDER BY stage, seconds", params
+            ):
+                times.setdefault(stage, []).append(seconds)
+        return Aggregations(
+            total=total,
+            by_verdict=by_verdict,
+            by_platform=by_platform,
+            by_day=by_day,
+            score_histogram=[bins.get(str(i), 0) for i in range(HISTOGRAM_BINS)],
+            stage_seconds={stage: stage_times(values) for stage, values in times.items()},
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -1,131 +1,26 @@
-"""Conformance suite for search index backends.
+"""Conformance suite for search index backends: writes, merges, lookups, near duplicates.
 
-Every test takes ``make_index`` and runs once per backend in ``BACKENDS``. A backend joins the
-suite by adding a branch to :func:`_open` and a param to ``BACKENDS``; the Elasticsearch param is
-already here and skips until issue 3 builds that backend (and needs ``DEEPWATCH_TEST_ES_URL``).
+Runs once per backend of ``tests.index_support.BACKENDS``; search, dashboards and reviews are in
+``test_index_search.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
-import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepwatch.contracts import DetectorScore, Fingerprints, MediaRecord, Review, Sighting
+from deepwatch.contracts import MediaRecord, Review
 from deepwatch.settings import load_settings
 from storage import hamming
 from storage.index import SearchIndex, UnknownMedia, open_index
 from storage.index_sqlite import SqliteIndex
-
-T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-HOUR = timedelta(hours=1)
-ES_URL = os.environ.get("DEEPWATCH_TEST_ES_URL")
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param(
-        "elasticsearch",
-        id="elasticsearch",
-        marks=pytest.mark.skip(
-            reason="elasticsearch index backend not built yet (issue 3)"
-            if ES_URL
-            else "DEEPWATCH_TEST_ES_URL unset (and the elasticsearch backend is not built yet, issue 3)"
-        ),
-    ),
-]
-
-
-def _open(backend: str, location: str) -> SearchIndex:
-    """One index per ``location`` (a directory for SQLite; an index prefix for Elasticsearch)."""
-    if backend == "sqlite":
-        return open_index(load_settings(index_backend="sqlite", index_sqlite_path=Path(location) / "index.sqlite3"))
-    raise NotImplementedError(backend)
-
-
-MakeIndex = Callable[[], SearchIndex]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_index(backend: str) -> Iterator[MakeIndex]:
-    """A factory rather than one index, so that property tests get a fresh index per example."""
-    opened: list[SearchIndex] = []
-    with tempfile.TemporaryDirectory(prefix="deepwatch-index-") as root:
-        counter = iter(range(1_000_000))
-
-        def make() -> SearchIndex:
-            location = Path(root) / str(next(counter))
-            location.mkdir()
-            index = _open(backend, str(location))
-            opened.append(index)
-            return index
-
-        yield make
-        for index in opened:
-            index.close()
-
-
-@pytest.fixture
-def index(make_index: MakeIndex) -> SearchIndex:
-    return make_index()
-
-
-# --- builders -------------------------------------------------------------------------------
-def media_id(n: int | str) -> str:
-    return hashlib.sha256(str(n).encode()).hexdigest()
-
-
-def sighting(url: str, *, first: datetime = T0, last: datetime | None = None, count: int = 1) -> Sighting:
-    return Sighting(
-        url=url,
-        canonical_url=url,
-        source="test",
-        platform="web",
-        first_seen=first,
-        last_seen=last or first,
-        count=count,
-    )
-
-
-def record(
-    n: int | str,
-    *,
-    sightings: list[Sighting] | None = None,
-    detectors: dict[str, float] | None = None,
-    videohash: str | None = None,
-    pdq: list[str] | None = None,
-    first: datetime = T0,
-    last: datetime | None = None,
-    **fields: object,
-) -> MediaRecord:
-    mid = media_id(n)
-    return MediaRecord(
-        media_id=mid,
-        kind="video",
-        fingerprints=Fingerprints(sha256=mid, videohash=videohash, pdq=pdq or []),
-        sightings=sightings or [],
-        first_seen=first,
-        last_seen=last or first,
-        detectors={name: DetectorScore(p_fake=p, model_version="v1") for name, p in (detectors or {}).items()},
-        **fields,
-    )
-
-
-def hex_of(value: int, bits: int) -> str:
-    return f"{value:0{bits // 4}x}"
+from tests.index_support import HOUR, T0, MakeIndex, _open, hex_of, media_id, record, sighting
 
 
 # --- round trip and merge -------------------------------------------------------------------

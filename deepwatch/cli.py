@@ -210,26 +210,155 @@ def match(
     missing("match", "the media fingerprints", 4, as_json)
 
 
+ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
+
+
 @app.command()
 def search(
-    text: Annotated[str | None, typer.Argument()] = None,
+    text: Annotated[str | None, typer.Argument(help="words that must all occur (title, uploader, text, URL)")] = None,
+    verdict: Annotated[list[str] | None, typer.Option(help="fake, uncertain, real, no_face, error, unscored")] = None,
+    min_score: Annotated[float | None, typer.Option(help="lowest ensemble score")] = None,
+    max_score: Annotated[float | None, typer.Option(help="highest ensemble score")] = None,
+    detector: Annotated[
+        list[str] | None, typer.Option(help="per-detector range NAME=MIN:MAX, e.g. mesonet=0.8:1")
+    ] = None,
+    platform: ListOpt = None,
+    source: ListOpt = None,
+    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    dedup: Annotated[list[str] | None, typer.Option(help="none, url, exact, near")] = None,
+    review: Annotated[list[str] | None, typer.Option(help="none (not reviewed), fake, real, unsure")] = None,
+    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
+    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    sort: Annotated[str, typer.Option(help="score_desc, score_asc, newest, oldest")] = "score_desc",
+    limit: Annotated[int, typer.Option(help="records per page (1-500)")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="the `next` of the previous page")] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Search the index (moderation filters)."""
-    missing("search", "the search index", 3, as_json)
+    """Search the index with moderation filters; --json prints {total, items, next}."""
+    from storage.index import SearchIndexError, open_index
+    from storage.query import parse_moment, to_query
+
+    settings = settings_for(config, data_dir, as_json)
+    fields: dict[str, Any] = {
+        "text": text, "verdict": verdict, "platform": platform, "source": source, "kind": kind,
+        "dedup": dedup, "review": review, "sort": sort, "limit": limit, "cursor": cursor,
+    }
+    try:
+        if min_score is not None or max_score is not None:
+            fields["score"] = {"min": 0.0 if min_score is None else min_score,
+                               "max": 1.0 if max_score is None else max_score}
+        fields["detectors"] = dict(_detector_range(spec) for spec in detector or [])
+        for name, value in (("seen_since", since), ("seen_until", until)):
+            if value is not None:
+                fields[name] = parse_moment(value)
+        query = to_query(**fields)
+    except ContractError as exc:
+        fail(str(exc), 2, as_json, fields=exc.fields)
+    except ValueError as exc:
+        fail(str(exc), 2, as_json)
+    try:
+        index = open_index(settings)
+        try:
+            page = index.search(query)
+        finally:
+            index.close()
+    except ContractError as exc:
+        fail(str(exc), 2, as_json, fields=exc.fields)
+    except SearchIndexError as exc:
+        fail(str(exc), 1, as_json)
+    if as_json:
+        emit_json(page.model_dump(mode="json"))
+        return
+    _print_records(page.items, f"{page.total} records")
+    if page.next:
+        stderr.print(f"more: --cursor {page.next}", highlight=False)
+
+
+def _detector_range(spec: str) -> tuple[str, dict[str, float]]:
+    name, sep, bounds = spec.partition("=")
+    low, sep2, high = bounds.partition(":")
+    try:
+        if not sep or not sep2:
+            raise ValueError
+        return name, {"min": float(low or 0), "max": float(high or 1)}
+    except ValueError:
+        raise ContractError("SearchQuery", [("detectors", f"{spec!r} is not NAME=MIN:MAX")]) from None
+
+
+def _print_records(records: list[Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table("media_id", "verdict", "score", "first seen", "url", title=title)
+    for r in records:
+        url = r.sightings[0].canonical_url if r.sightings else ""
+        score = "" if r.score is None else f"{r.score:.3f}"
+        table.add_row(r.media_id[:12], r.verdict or "unscored", score, r.first_seen.isoformat(timespec="seconds"), url)
+    Console().print(table)
 
 
 @app.command()
 def similar(
     target: Annotated[str, typer.Argument(help="media file or media_id")],
+    radius: Annotated[
+        list[str] | None, typer.Option(help="KIND=BITS, e.g. videohash=8 (defaults: videohash 10, pdq 31)")
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """List near-duplicates of a file or record."""
-    missing("similar", "the search index", 3, as_json)
+    """List near-duplicates of a recorded media item (by media_id, or a file whose bytes were recorded)."""
+    import hashlib
+    import re
+
+    from storage.index import DEFAULT_RADIUS, SearchIndexError, open_index, similar_records
+
+    settings = settings_for(config, data_dir, as_json)
+    radii: dict[str, int] = {}
+    for spec in radius or []:
+        kind, _, bits = spec.partition("=")
+        if kind not in DEFAULT_RADIUS or not bits.isdigit():
+            fail(f"--radius {spec!r}: want KIND=BITS with KIND one of {', '.join(DEFAULT_RADIUS)}", 2, as_json)
+        radii[kind] = int(bits)
+    if re.fullmatch(r"[0-9a-f]{64}", target):
+        media_id = target
+    elif Path(target).is_file():
+        digest = hashlib.sha256()
+        with open(target, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        media_id = digest.hexdigest()
+    else:
+        fail(f"{target!r} is neither a media_id (64 hex digits) nor a file", 2, as_json)
+    try:
+        index = open_index(settings)
+        try:
+            record = index.get(media_id)
+            if record is None and media_id != target:
+                # Fingerprinting a file that was never recorded needs the media layer (issue 4).
+                missing("similar FILE", "fingerprints of files not yet recorded", 4, as_json)
+            if record is None:
+                fail(f"no record {media_id}", 1, as_json)
+            found = similar_records(index, record, radii)
+            records = {f["media_id"]: index.get(f["media_id"]) for f in found}
+        finally:
+            index.close()
+    except SearchIndexError as exc:
+        fail(str(exc), 1, as_json)
+    items = [{**f, "record": records[f["media_id"]]} for f in found if records[f["media_id"]] is not None]
+    if as_json:
+        emit_json({"media_id": media_id, "radius": {**DEFAULT_RADIUS, **radii},
+                   "items": [{**i, "record": i["record"].model_dump(mode="json")} for i in items]})
+        return
+    from rich.table import Table
+
+    table = Table("media_id", "by", "distance", "verdict", "url", title=f"near {media_id[:12]}")
+    for i in items:
+        r = i["record"]
+        table.add_row(r.media_id[:12], i["kind"], str(i["distance"]), r.verdict or "unscored",
+                      r.sightings[0].canonical_url if r.sightings else "")
+    Console().print(table)
 
 
 @app.command()
@@ -268,7 +397,23 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
-    missing(f"bench {name}", f"the {name!r} benchmark", 3, as_json)
+    runners = {"index": "bench.index"}
+    if name not in runners:
+        fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
+    import importlib
+
+    document = importlib.import_module(runners[name]).run(quick=quick)
+    if as_json:
+        emit_json(document)
+        return
+    from rich.table import Table
+
+    table = Table("result", "ours", "peer", "ratio", "target", title=f"bench {name}")
+    for r in document["results"]:
+        target = "" if "target" not in r else f"{r['target']} ({'met' if r['meets_target'] else 'missed'})"
+        table.add_row(r["name"], f"{r['value']} {r['unit']}", f"{r['peer']['value']} ({r['peer']['name']})",
+                      str(r["ratio"]), target)
+    Console().print(table)
 
 
 @config_app.command("show")

@@ -25,6 +25,11 @@ HashKind = Literal["pdq", "videohash", "pdq_faces"]
 HASH_KINDS: dict[str, HashSpec] = {"videohash": HASH64, "pdq": HASH256, "pdq_faces": HASH256}
 
 
+# The radius `similar` uses by default: videohash differs in about 10 of 64 bits between re-encodes
+# of one clip; 31 of 256 is PDQ's usual match threshold.
+DEFAULT_RADIUS: dict[str, int] = {"videohash": 10, "pdq": 31, "pdq_faces": 31}
+
+
 class SearchIndexError(Exception):
     """The index could not do what was asked; the backend's own exception is the ``__cause__``."""
 
@@ -118,5 +123,21 @@ def open_index(settings: Settings) -> SearchIndex:
 
         return SqliteIndex(settings.index_path)
     if settings.index_backend == "elasticsearch":
-        raise NotImplementedError("elasticsearch index backend: issue 3, not built yet")
+        from storage.index_es import ElasticsearchIndex
+
+        return ElasticsearchIndex.from_settings(settings)
     raise ValueError(f"unknown index backend {settings.index_backend!r}")
+
+
+def similar_records(index: SearchIndex, record: MediaRecord, radius: dict[str, int] | None = None) -> list[dict]:
+    """Every other record near ``record`` by any of its hashes: ``{media_id, kind, distance}``,
+    closest first (one entry per record and kind)."""
+    radius = {**DEFAULT_RADIUS, **(radius or {})}
+    best: dict[tuple[str, str], int] = {}
+    for kind in HASH_KINDS:
+        for h in record_hashes(record, kind):
+            for media_id, distance in index.near_duplicates(h, radius[kind], kind=kind):  # type: ignore[arg-type]
+                if media_id != record.media_id and distance < best.get((media_id, kind), distance + 1):
+                    best[(media_id, kind)] = distance
+    found = [{"media_id": m, "kind": k, "distance": d} for (m, k), d in best.items()]
+    return sorted(found, key=lambda f: (f["distance"], f["kind"], f["media_id"]))

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, field_validator, model_validator
@@ -149,17 +149,37 @@ def to_query(**fields: Any) -> SearchQuery:
     return parse(SearchQuery, {k: v for k, v in fields.items() if v is not None})
 
 
+_RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_moment(text: str, now: datetime | None = None) -> datetime:
+    """A time as people type it: ``24h`` / ``7d`` (that long ago), an ISO date (midnight UTC) or an
+    ISO date-time (UTC unless it names its zone). ValueError otherwise."""
+    value = text.strip()
+    relative = _RELATIVE.match(value)
+    if relative:
+        amount, unit = int(relative.group(1)), _UNITS[relative.group(2)]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use e.g. 24h, 7d, 2026-11-01 or 2026-11-01T12:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # --- free text ------------------------------------------------------------------------------
 # Letters and digits; underscores and punctuation separate words, as in SQLite's unicode61.
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+WORD_PATTERN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def text_terms(text: str) -> list[str]:
     """The words of a free-text query, lower-cased; punctuation separates words and is dropped.
 
-    Both backends tokenise stored text the same way (SQLite's unicode61 tokenizer, ES's standard
-    analyzer), so a query word matches a stored word, and no operator syntax survives."""
-    return [w.lower() for w in _WORD.findall(text)][:32]
+    Stored text is cut into words the same way (SQLite's unicode61 tokenizer splits alike; the
+    Elasticsearch backend cuts with this very pattern before indexing), so a query word matches a
+    stored word, and no operator syntax survives."""
+    return [w.lower() for w in WORD_PATTERN.findall(text)][:32]
 
 
 def searchable_text(record: MediaRecord) -> str:

@@ -14,13 +14,10 @@ runner = CliRunner()
 UNBUILT = [
     (["score", "clip.mp4", "--json"], 7),
     (["match", "a.mp4", "b.mp4", "--json"], 4),
-    (["search", "--json"], 3),
-    (["similar", "abc", "--json"], 3),
     (["export", "--out", "/tmp/out", "--json"], 9),
     (["detectors", "list", "--json"], 7),
     (["detectors", "sanity", "--json"], 7),
     (["models", "pull", "--json"], 7),
-    (["bench", "index", "--json"], 3),
 ]
 
 

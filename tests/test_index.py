@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from deepwatch.contracts import MediaRecord, Review
 from deepwatch.settings import load_settings
 from storage import hamming
-from storage.index import SearchIndex, UnknownMedia, open_index
+from storage.index import SearchIndex, SearchIndexError, UnknownMedia, open_index
 from storage.index_sqlite import SqliteIndex
-from tests.index_support import HOUR, T0, MakeIndex, _open, hex_of, media_id, record, sighting
+from tests.index_support import HOUR, T0, MakeIndex, _open, drop, hex_of, media_id, record, sighting
 
 
 # --- round trip and merge -------------------------------------------------------------------
@@ -304,6 +304,7 @@ def test_concurrent_processes_lose_nothing(backend: str, tmp_path: Path) -> None
     assert [p.exitcode for p in procs] == [0, 0]  # an escaped "database is locked" would make it 1
 
     final = first.get(mid)
+    drop(first)
     first.close()
     assert final is not None
     counts = {s.canonical_url: s.count for s in final.sightings}
@@ -319,5 +320,8 @@ def test_open_index_from_settings(tmp_path: Path) -> None:
     assert isinstance(idx, SearchIndex)
     idx.close()
     assert (tmp_path / "index.sqlite3").is_file()
-    with pytest.raises(NotImplementedError, match="issue 3"):
-        open_index(load_settings(index_backend="elasticsearch", es_url="http://127.0.0.1:9200"))
+    # Nothing listens there: a clear SearchIndexError, not a hang or a raw transport error.
+    from deepwatch.embedded.processes import free_port
+
+    with pytest.raises(SearchIndexError, match=r"127\.0\.0\.1"):
+        open_index(load_settings(index_backend="elasticsearch", es_url=f"http://127.0.0.1:{free_port()}"))

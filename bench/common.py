@@ -1,0 +1,67 @@
+"""What every benchmark shares: the result format of ../shared/BENCHMARKS.md and timing helpers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def machine() -> dict[str, Any]:
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "gpu": gpu}
+
+
+def report(benchmark: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"benchmark": benchmark, "machine": machine(), "results": results}
+
+
+def result(
+    name: str,
+    value: float,
+    unit: str,
+    better: str,
+    peer_name: str,
+    peer_value: float,
+    params: dict[str, Any],
+    target: float | None = None,
+) -> dict[str, Any]:
+    """One entry; ``ratio`` is ours / peer, as the convention says, whichever way is better."""
+    out: dict[str, Any] = {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "better": better,
+        "peer": {"name": peer_name, "value": round(peer_value, 4)},
+        "ratio": round(value / peer_value, 4) if peer_value else None,
+        "params": params,
+    }
+    if target is not None:
+        out["target"] = target
+        out["meets_target"] = value <= target if better == "lower" else value >= target
+    return out
+
+
+def latencies_ms(call: Callable[[Any], Any], inputs: list[Any]) -> np.ndarray:
+    """Wall time of ``call(x)`` for each input, in milliseconds."""
+    out = np.empty(len(inputs))
+    for i, x in enumerate(inputs):
+        start = time.perf_counter()
+        call(x)
+        out[i] = (time.perf_counter() - start) * 1000
+    return out
+
+
+def p99(values: np.ndarray) -> float:
+    return float(np.percentile(values, 99))

@@ -18,6 +18,7 @@ near-duplicate (a few bits flipped) of an earlier one, so lookups find something
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import sqlite3
 import sys
@@ -70,6 +71,7 @@ def records(start: int, stop: int, hashes: np.ndarray, *, light: bool = False) -
     3M near-duplicate run needs fingerprints, not 3M full documents)."""
     rng = random.Random(start)
     words, weights = vocabulary()
+    cumulative = list(itertools.accumulate(weights))  # choices() would re-add 5000 weights per call
     for i in range(start, stop):
         mid = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
         first = T0 + timedelta(seconds=i * 3)
@@ -89,7 +91,7 @@ def records(start: int, stop: int, hashes: np.ndarray, *, light: bool = False) -
         for j in range(rng.choice((1, 1, 1, 2, 3))):
             platform = rng.choice(PLATFORMS)
             url = f"https://{platform}.example/{i}/{j}"
-            title = " ".join(rng.choices(words, weights, k=6))
+            title = " ".join(rng.choices(words, cum_weights=cumulative, k=6))
             sightings.append(
                 Sighting(
                     url=url,

@@ -6,13 +6,13 @@ the same record run one after the other instead of both reading the old version 
 overwriting the other's sighting. WAL mode lets readers run during a write; ``busy_timeout``
 makes a writer wait for the lock instead of failing with ``database is locked``.
 
-The record itself is stored as its JSON (``media.doc``); everything else exists to find records:
+The record itself is stored as its JSON (``docs.doc``); everything else exists to find records:
 
 - ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
   order: search cursors remember the highest ``seq`` page one could see, so later arrivals never
   shift a moderator's pages;
 - ``facets`` (platform, source), ``detector_scores``, ``timings`` for filters and dashboards;
-- ``media_text``, an FTS5 table over titles, uploaders, post text and URLs;
+- ``media_text``, an FTS5 table over titles, uploaders, post text and URLs, plus filter tags;
 - ``urls`` maps canonical URLs to records; ``reviews`` is the audit trail of human reviews;
 - ``hashes`` every perceptual hash. Near-duplicate search runs on an in-memory multi-index
   (``storage.hamming_memory``) loaded from it on first use and caught up before every query from
@@ -59,10 +59,11 @@ BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Narrow rows (no document) so that filtering and sorting touch few pages; the document is in
+    # ``docs``, read only for the records a page returns.
     """CREATE TABLE IF NOT EXISTS media (
         seq INTEGER PRIMARY KEY,
         media_id TEXT NOT NULL UNIQUE,
-        doc TEXT NOT NULL,
         kind TEXT NOT NULL,
         verdict TEXT NOT NULL,
         score REAL,
@@ -72,6 +73,7 @@ _SCHEMA = [
         first_seen REAL NOT NULL,
         last_seen REAL NOT NULL
     )""",
+    "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, media_id)",
     "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
     "CREATE INDEX IF NOT EXISTS media_last_seen ON media (last_seen)",
@@ -92,8 +94,10 @@ _SCHEMA = [
         PRIMARY KEY (stage, seq)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS timings_seq ON timings (seq)",
-    # rowid = media.seq. unicode61 folds case and splits on punctuation like query.text_terms.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS media_text USING fts5(body, tokenize = 'unicode61')",
+    # rowid = media.seq. ``body``: the free text; unicode61 folds case and splits on punctuation like
+    # query.text_terms. ``tags``: one token per list-filter value (see _tag), so that a text search
+    # with filters is one FTS5 query whose posting lists intersect inside SQLite's C code.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS media_text USING fts5(body, tags, tokenize = 'unicode61')",
     "CREATE TABLE IF NOT EXISTS urls (canonical_url TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS urls_seq ON urls (seq)",
     # AUTOINCREMENT: ids are never reused, so "rows after id N" is exactly what is new.
@@ -109,9 +113,12 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS reviews_media ON reviews (media_id, id)",
 ]
 
-# The one place a query field becomes SQL: a fixed column per list filter.
-_LIST_COLUMNS = {"verdict": "m.verdict", "kind": "m.kind", "dedup": "m.dedup", "review": "m.review"}
-_FACETS = ("platform", "source")
+# Each list filter of a query is a tag column in the FTS table: a one-letter field prefix and the
+# value in hex (one alphanumeric token, whatever punctuation the value holds).
+_TAG_PREFIX = {"verdict": "v", "platform": "p", "source": "s", "kind": "k", "dedup": "d", "review": "r"}
+# A text search matching more records than this is paged along the sort index instead of sorting
+# every match (see SqliteIndex.search).
+SORT_MATCHES_LIMIT = 20_000
 
 
 def _verdict(record: MediaRecord) -> str:
@@ -122,43 +129,73 @@ def _review(record: MediaRecord) -> str:
     return record.review.label if record.review else "none"
 
 
-def _fts_query(text: str) -> str:
-    # Every word quoted: FTS5 operators in user text (NEAR, OR, *, ^, :) are only words here.
-    return " AND ".join('"' + term.replace('"', '""') + '"' for term in text_terms(text))
+def _tag(field: str, value: str) -> str:
+    return _TAG_PREFIX[field] + value.encode().hex()
 
 
-def _where(query: SearchQuery) -> tuple[list[str], list[Any]]:
-    """SQL conditions on ``media m`` for the query's filters, and their parameters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for field, column in _LIST_COLUMNS.items():
+def _tags(record: MediaRecord) -> str:
+    values = {
+        "verdict": {_verdict(record)},
+        "platform": {s.platform for s in record.sightings},
+        "source": {s.source for s in record.sightings},
+        "kind": {record.kind},
+        "dedup": {record.dedup},
+        "review": {_review(record)},
+    }
+    return " ".join(_tag(field, v) for field, vs in values.items() for v in sorted(vs))
+
+
+def _fts_expression(query: SearchQuery) -> str | None:
+    """The FTS5 query for the text and every list filter, or None when the query has neither.
+
+    Every user word is quoted (FTS5 operators in user text, such as NEAR, OR, *, ^ or :, are only
+    words here), and tags are hex, so nothing the user typed is read as syntax."""
+    parts = []
+    if query.text:
+        parts.append("body : (" + " AND ".join('"' + t.replace('"', '""') + '"' for t in text_terms(query.text)) + ")")
+    for field in _TAG_PREFIX:
         values = getattr(query, field)
         if values:
-            clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(values))
+            parts.append("tags : (" + " OR ".join(f'"{_tag(field, v)}"' for v in values) + ")")
+    return " AND ".join(parts) or None
+
+
+def _ranges(query: SearchQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``media m`` for the filters that are ranges, and their parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
     if query.score is not None:
         clauses.append("m.score BETWEEN ? AND ?")
         params += [query.score.min, query.score.max]
     for name, bounds in sorted(query.detectors.items()):
         clauses.append("m.seq IN (SELECT seq FROM detector_scores WHERE detector = ? AND p_fake BETWEEN ? AND ?)")
         params += [name, bounds.min, bounds.max]
-    for field in _FACETS:
-        values = getattr(query, field)
-        if values:
-            clauses.append(
-                "m.seq IN (SELECT seq FROM facets WHERE field = ? AND value IN (SELECT value FROM json_each(?)))"
-            )
-            params += [field, json.dumps(values)]
     if query.seen_since is not None:
         clauses.append("m.last_seen >= ?")
         params.append(query.seen_since.timestamp())
     if query.seen_until is not None:
         clauses.append("m.first_seen <= ?")
         params.append(query.seen_until.timestamp())
-    if query.text:
-        clauses.append("m.seq IN (SELECT rowid FROM media_text WHERE media_text MATCH ?)")
-        params.append(_fts_query(query.text))
     return clauses, params
+
+
+def _selection(query: SearchQuery, snapshot: int | None, *, by_sort_index: bool = False) -> tuple[str, list[Any]]:
+    """``FROM … WHERE …`` selecting the records of ``query`` (written up to ``snapshot``).
+
+    With an FTS expression the match drives the join (CROSS JOIN fixes that order), unless
+    ``by_sort_index``: then ``media`` is walked in sort order and the matches are a set it probes."""
+    fts = _fts_expression(query)
+    clauses, params = _ranges(query)
+    if snapshot is not None:
+        clauses.insert(0, "m.seq <= ?")
+        params.insert(0, snapshot)
+    if fts is not None and not by_sort_index:
+        where = " AND ".join(["media_text MATCH ?", *clauses])
+        return f"FROM media_text t CROSS JOIN media m ON m.seq = t.rowid WHERE {where}", [fts, *params]
+    if fts is not None:
+        clauses.append("m.seq IN (SELECT rowid FROM media_text WHERE media_text MATCH ?)")
+        params.append(fts)
+    return f"FROM media m WHERE {' AND '.join(clauses) or '1'}", params
 
 
 class SqliteIndex:
@@ -240,7 +277,8 @@ class SqliteIndex:
     @staticmethod
     def _load_many(conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
         rows = conn.execute(
-            "SELECT media_id, seq, doc FROM media WHERE media_id IN (SELECT value FROM json_each(?))",
+            """SELECT m.media_id, m.seq, d.doc FROM media m JOIN docs d ON d.seq = m.seq
+               WHERE m.media_id IN (SELECT value FROM json_each(?))""",
             (json.dumps(list(media_ids)),),
         ).fetchall()
         return {mid: (seq, MediaRecord.model_validate_json(doc)) for mid, seq, doc in rows}
@@ -254,6 +292,7 @@ class SqliteIndex:
         """``(seq or None for a new record, record, hashes_changed)``, in one batch per table."""
         next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM media").fetchone()[0]
         rows: list[tuple[Any, ...]] = []
+        docs: list[tuple[int, str]] = []
         replaced: list[int] = []  # existing records: their side rows are rewritten
         rehashed: list[int] = []
         facets, detectors, timings, texts, urls, hashes = [], [], [], [], [], []
@@ -265,12 +304,12 @@ class SqliteIndex:
                 replaced.append(seq)
                 if hashes_changed:
                     rehashed.append(seq)
+            # Defaults left out (a third of the bytes); reading fills them back in.
+            docs.append((seq, record.model_dump_json(exclude_defaults=True)))
             rows.append(
                 (
                     seq,
                     record.media_id,
-                    # Defaults left out (a third of the bytes); reading fills them back in.
-                    record.model_dump_json(exclude_defaults=True),
                     record.kind,
                     _verdict(record),
                     record.score,
@@ -285,7 +324,7 @@ class SqliteIndex:
             facets += {("source", s.source, seq) for s in record.sightings}
             detectors += [(name, d.p_fake, seq) for name, d in record.detectors.items()]
             timings += [(stage, seconds, seq) for stage, seconds in record.timings.items()]
-            texts.append((seq, searchable_text(record)))
+            texts.append((seq, searchable_text(record), _tags(record)))
             # A URL serving new bytes (an edited post) points at the newest record written for it.
             urls += [(s.canonical_url, seq) for s in record.sightings]
             if hashes_changed:
@@ -298,11 +337,11 @@ class SqliteIndex:
         if rehashed:
             conn.execute("DELETE FROM hashes WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(rehashed),))
         conn.executemany(
-            """INSERT INTO media (seq, media_id, doc, kind, verdict, score, score_sort, dedup, review,
+            """INSERT INTO media (seq, media_id, kind, verdict, score, score_sort, dedup, review,
                                   first_seen, last_seen)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (seq) DO UPDATE SET
-                 doc = excluded.doc, kind = excluded.kind, verdict = excluded.verdict,
+                 kind = excluded.kind, verdict = excluded.verdict,
                  score = excluded.score, score_sort = excluded.score_sort, dedup = excluded.dedup,
                  review = excluded.review, first_seen = excluded.first_seen, last_seen = excluded.last_seen""",
             rows,
@@ -310,7 +349,8 @@ class SqliteIndex:
         conn.executemany("INSERT OR IGNORE INTO facets (field, value, seq) VALUES (?, ?, ?)", facets)
         conn.executemany("INSERT OR IGNORE INTO detector_scores (detector, p_fake, seq) VALUES (?, ?, ?)", detectors)
         conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", timings)
-        conn.executemany("INSERT INTO media_text (rowid, body) VALUES (?, ?)", texts)
+        conn.executemany("INSERT OR REPLACE INTO docs (seq, doc) VALUES (?, ?)", docs)
+        conn.executemany("INSERT INTO media_text (rowid, body, tags) VALUES (?, ?, ?)", texts)
         conn.executemany(
             """INSERT INTO urls (canonical_url, seq) VALUES (?, ?)
                ON CONFLICT (canonical_url) DO UPDATE SET seq = excluded.seq""",
@@ -382,7 +422,7 @@ class SqliteIndex:
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT m.doc FROM urls u JOIN media m ON m.seq = u.seq WHERE u.canonical_url = ?", (url,)
+                "SELECT d.doc FROM urls u JOIN docs d ON d.seq = u.seq WHERE u.canonical_url = ?", (url,)
             ).fetchone()
             return None if row is None else MediaRecord.model_validate_json(row[0])
 
@@ -443,33 +483,59 @@ class SqliteIndex:
 
     # --- moderation search and dashboards ---------------------------------------------------
     def search(self, query: SearchQuery) -> SearchPage:
+        """One page by keyset, and the total.
+
+        A search with text or list filters is answered by FTS5 first (text and filters intersect
+        there), in one pass that yields every match's sort key: that pass gives the total, and,
+        when the matches are few, the page by sorting them here. With many matches the page comes
+        from walking the sort index instead, which stops after one page."""
         cursor = decode_cursor(query)
-        clauses, params = _where(query)
-        order = "DESC" if descending(query.sort) else "ASC"
+        if cursor is None:
+            after, snapshot = None, None
+        else:
+            after, snapshot = cursor
+            if not isinstance(snapshot, int) or len(after) != 2:
+                raise self._bad_cursor()
+        desc = descending(query.sort)
         column = "m.score_sort" if query.sort.startswith("score") else "m.first_seen"
         with self._read() as conn:
-            if cursor is None:
+            if snapshot is None:
                 snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM media").fetchone()[0]
+            seqs: list[int] | None = None
+            selection, params = _selection(query, snapshot)
+            if _fts_expression(query) is not None:
+                matches = conn.execute(f"SELECT {column}, m.media_id, m.seq {selection}", params).fetchall()
+                total = len(matches)
+                if total <= SORT_MATCHES_LIMIT:
+                    keyed = sorted(matches, reverse=desc)
+                    if after is not None:
+                        mark = tuple(after)
+                        keyed = [m for m in keyed if (m[:2] < mark if desc else m[:2] > mark)]
+                    seqs = [seq for _, _, seq in keyed[: query.limit + 1]]
             else:
-                after, snapshot = cursor
-                if not isinstance(snapshot, int) or len(after) != 2:
-                    raise self._bad_cursor()
-            clauses.append("m.seq <= ?")
-            params.append(snapshot)
-            where = " AND ".join(clauses)
-            total = conn.execute(f"SELECT count(*) FROM media m WHERE {where}", params).fetchone()[0]
-            page_where, page_params = where, list(params)
-            if cursor is not None:
-                page_where += f" AND ({column}, m.media_id) {'<' if order == 'DESC' else '>'} (?, ?)"
-                page_params += after
-            rows = conn.execute(
-                f"SELECT m.doc FROM media m WHERE {page_where} "
-                f"ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
-                [*page_params, query.limit + 1],
-            ).fetchall()
-        items = [MediaRecord.model_validate_json(doc) for (doc,) in rows[: query.limit]]
+                total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
+            if seqs is None:
+                selection, params = _selection(query, snapshot, by_sort_index=True)
+                if after is not None:
+                    selection += f" AND ({column}, m.media_id) {'<' if desc else '>'} (?, ?)"
+                    params += after
+                order = "DESC" if desc else "ASC"
+                seqs = [
+                    seq
+                    for (seq,) in conn.execute(
+                        f"SELECT m.seq {selection} ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
+                        [*params, query.limit + 1],
+                    )
+                ]
+            docs = dict(
+                conn.execute(
+                    "SELECT seq, doc FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(seqs[: query.limit]),),
+                ).fetchall()
+            )
+        items = [MediaRecord.model_validate_json(docs[seq]) for seq in seqs[: query.limit]]
         next_cursor = None
-        if len(rows) > query.limit:
+        if len(seqs) > query.limit:
             last = items[-1]
             next_cursor = encode_cursor(query, [sort_value(last, query.sort), last.media_id], snapshot)
         return SearchPage(total=total, items=items, next=next_cursor)
@@ -481,25 +547,22 @@ class SqliteIndex:
         return ContractError("SearchQuery", [("cursor", "not a cursor from this index")])
 
     def aggregate(self, query: SearchQuery | None = None) -> Aggregations:
-        clauses, params = _where(query or SearchQuery())
-        where = " AND ".join(clauses) or "1"
-        selected = f"SELECT m.seq FROM media m WHERE {where}"
+        selection, params = _selection(query or SearchQuery(), None)
+        selected = f"SELECT m.seq {selection}"
         with self._read() as conn:
 
             def pairs(sql: str) -> dict[str, int]:
                 return {str(k): v for k, v in conn.execute(sql, params).fetchall()}
 
-            total = conn.execute(f"SELECT count(*) FROM media m WHERE {where}", params).fetchone()[0]
-            by_verdict = pairs(f"SELECT m.verdict, count(*) FROM media m WHERE {where} GROUP BY 1")
+            total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
+            by_verdict = pairs(f"SELECT m.verdict, count(*) {selection} GROUP BY 1")
             by_platform = pairs(
                 f"SELECT value, count(*) FROM facets WHERE field = 'platform' AND seq IN ({selected}) GROUP BY 1"
             )
-            by_day = pairs(
-                f"SELECT date(m.first_seen, 'unixepoch'), count(*) FROM media m WHERE {where} GROUP BY 1 ORDER BY 1"
-            )
+            by_day = pairs(f"SELECT date(m.first_seen, 'unixepoch'), count(*) {selection} GROUP BY 1 ORDER BY 1")
             bins = pairs(
                 f"SELECT min(CAST(m.score * {HISTOGRAM_BINS} AS INTEGER), {HISTOGRAM_BINS - 1}), count(*) "
-                f"FROM media m WHERE {where} AND m.score IS NOT NULL GROUP BY 1"
+                f"{selection} AND m.score IS NOT NULL GROUP BY 1"
             )
             times: dict[str, list[float]] = {}
             for stage, seconds in conn.execute(

@@ -346,3 +346,24 @@ def test_verdict_filter_covers_every_verdict() -> None:
     from storage.query import VerdictFilter
 
     assert set(get_args(VerdictFilter)) == set(get_args(Verdict)) | {"unscored"}
+
+
+def test_sqlite_search_plans_agree(make_index: MakeIndex, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite pages a text search by sorting its matches, or, past SORT_MATCHES_LIMIT, by walking
+    the sort index: both plans must give the reference answer."""
+    if backend != "sqlite":
+        pytest.skip("a plan of the SQLite backend")
+    import storage.index_sqlite
+
+    records = corpus()
+    index = make_index()
+    index.upsert_many(records)
+    monkeypatch.setattr(storage.index_sqlite, "SORT_MATCHES_LIMIT", 0)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(fields=queries)
+    def check(fields: dict) -> None:
+        q = to_query(**fields)
+        assert all_pages(index, q) == (reference(records, q), {len(reference(records, q))})
+
+    check()

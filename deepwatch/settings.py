@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_secure: bool = True
     s3_region: str | None = None
+    s3_public_url: str | None = Field(
+        None,
+        description="URL that moderators' browsers reach the S3 service at; presigned links are signed for it "
+        "(default: s3_endpoint, which is often an in-cluster name)",
+    )
     store_keep_media: bool = Field(False, description="keep non-flagged media after scoring")
 
     # --- API and Serve ----------------------------------------------------------------------

@@ -55,29 +55,41 @@ class S3ObjectStore:
     """
 
     def __init__(
-        self, client: Minio, bucket: str, *, part_size: int = DEFAULT_PART_SIZE, endpoint: str | None = None
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        endpoint: str | None = None,
+        signer: Minio | None = None,
     ):
+        """``signer``: a client for the public endpoint, used only to sign presigned URLs (a
+        signature covers the host, so a link for browsers must be signed for the host they use)."""
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
+        self.signer = signer or client
         self._endpoint = endpoint  # only for location: minio keeps its own copy private
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ObjectStore:
         if not settings.s3_endpoint:
             raise StorageError("store_backend 's3' needs s3_endpoint")
+        access = settings.s3_access_key.get_secret_value() if settings.s3_access_key else None
+        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
         endpoint, secure = parse_endpoint(settings.s3_endpoint, settings.s3_secure)
-        client = Minio(
-            endpoint,
-            access_key=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
-            secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
-            secure=secure,
-            region=settings.s3_region,
-        )
+        client = Minio(endpoint, access_key=access, secret_key=secret, secure=secure, region=settings.s3_region)
+        signer = None
+        if settings.s3_public_url:
+            public, public_secure = parse_endpoint(settings.s3_public_url, settings.s3_secure)
+            # The region must be known: without it minio would ask the public endpoint, which this
+            # process may not reach.
+            region = settings.s3_region or "us-east-1"
+            signer = Minio(public, access_key=access, secret_key=secret, secure=public_secure, region=region)
         scheme = "https" if secure else "http"
-        return cls(client, settings.s3_bucket, endpoint=f"{scheme}://{endpoint}")
+        return cls(client, settings.s3_bucket, endpoint=f"{scheme}://{endpoint}", signer=signer)
 
     @property
     def location(self) -> str:
@@ -210,12 +222,13 @@ class S3ObjectStore:
     def presigned_get_url(self, key: str, *, expires: timedelta = timedelta(hours=1)) -> str:
         """Signed locally, without a request: a missing key shows as 404 when the URL is fetched.
 
-        The URL names the endpoint this store talks to; clients must be able to reach it.
+        The URL names the public endpoint (``s3_public_url``) when one is set, else the endpoint
+        this store talks to.
         """
         key = validate_key(key)
         expires = check_expiry(expires)
         with self._errors(key):
-            return self.client.presigned_get_object(self.bucket, key, expires=expires)
+            return self.signer.presigned_get_object(self.bucket, key, expires=expires)
 
     # --- internals --------------------------------------------------------------------------
     def _stream(self, data: PutSource) -> tuple[BinaryIO, int]:

@@ -627,3 +627,31 @@ def test_validate_key_refuses_traversal_and_oddities(key: str) -> None:
         keys.validate_key(key)
     with pytest.raises(ValueError):  # InvalidKey is a ValueError too
         keys.validate_key(key)
+
+
+def test_presigned_urls_name_the_public_endpoint(s3_server: S3Server) -> None:
+    """In a cluster the store talks to minio:9000 while browsers use another name: links are signed
+    for the public one (here `localhost` against the server's 127.0.0.1) and still work."""
+    bucket = f"test-public-{uuid.uuid4().hex[:12]}"
+    public = s3_server.url.replace("127.0.0.1", "localhost")
+    assert public != s3_server.url
+    settings = Settings(
+        store_backend="s3",
+        s3_endpoint=s3_server.url,
+        s3_public_url=public,
+        s3_bucket=bucket,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+    )
+    store = open_object_store(settings)
+    try:
+        store.put("clip", PAYLOAD, content_type="video/mp4")
+        url = store.presigned_get_url("clip")
+        assert url.startswith(f"{public}/{bucket}/clip?")
+        response = httpx.get(url)
+        assert response.status_code == 200 and response.content == PAYLOAD
+        assert store.location == f"{s3_server.url}/{bucket}"  # the store itself still talks to the endpoint
+    finally:
+        store.delete("clip")
+        s3_server.client().remove_bucket(bucket)

@@ -217,7 +217,7 @@ def measure_search(index: SqliteIndex, db: Path, repeats: int, peer_repeats: int
     hits = index.search(queries[0]).total
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    peer_sql = """SELECT doc FROM media WHERE
+    peer_sql = """SELECT doc FROM docs WHERE
         json_extract(doc, '$.verdict') IN ('fake', 'uncertain')
         AND EXISTS (SELECT 1 FROM json_each(doc, '$.sightings') s WHERE json_extract(s.value, '$.platform') = 'youtube')
         AND (' ' || lower(doc) || ' ') LIKE ?

@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(500 * 1024 * 1024, ge=1)
     fetch_max_duration_s: float = Field(15 * 60, gt=0)
     fetch_timeout_s: float = Field(120, gt=0)
-    fetch_max_redirects: int = Field(5, ge=0, le=30)
+    fetch_max_redirects: int = Field(5, ge=0, le=30, description="per request of a fetch; 0 refuses any redirect")
     fetch_allow_networks: Annotated[list[IpNetwork], NoDecode] = Field(
         default_factory=list,
         description="CIDRs the SSRF guard lets through (comma-separated); empty by default",

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from yt_dlp.networking.exceptions import HTTPError
 
 from deepwatch.media.errors import Blocked, Corrupt, Forbidden, NotFound, TooLarge, TooLong, Transient, Unsupported
 from deepwatch.media.fetch import FetchLimits, fetch
 from deepwatch.media.guard import AddressPolicy, refusal_reason
 from deepwatch.media.probe import probe
 from deepwatch.media.proxy import GuardProxy
+from deepwatch.media.redirects import LimitedYoutubeDL, RedirectLimit, RequestsRH
+from deepwatch.settings import Settings
 
 LOOPBACK_ONLY = AddressPolicy.from_networks(["127.0.0.1/32"])
 LIMITS = FetchLimits(max_bytes=10 * 1024 * 1024, max_duration_s=60, timeout_s=30)
@@ -83,10 +86,23 @@ class Site:
                     self.send_header("Location", site.redirect_to)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                elif self.path.startswith("/hops/"):
+                    self._hop()
                 elif self.path.startswith("/status/"):
                     self._send(int(self.path.rsplit("/", 1)[1]), b"nope", "text/plain")
                 else:
                     self._send(404, b"missing", "text/plain")
+
+            def _hop(self) -> None:
+                """/hops/N/clip.mp4 is a chain of N redirects that ends at the clip."""
+                hops = int(self.path.split("/")[2])
+                if hops == 0:
+                    self._send(200, body, "video/mp4")
+                    return
+                self.send_response(302)
+                self.send_header("Location", f"{site.url}/hops/{hops - 1}/clip.mp4")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_HEAD(self) -> None:
                 self.do_GET()
@@ -191,3 +207,43 @@ def test_probe_reads_the_real_stream(clip: Path, tmp_path: Path) -> None:
         bad.write_bytes(payload)
         with pytest.raises(Corrupt):
             probe(bad)
+
+
+def _limits(max_redirects: int) -> FetchLimits:
+    return FetchLimits(max_bytes=10 * 1024 * 1024, max_duration_s=60, timeout_s=30, max_redirects=max_redirects)
+
+
+def test_redirect_limit_comes_from_the_settings() -> None:
+    assert FetchLimits.from_settings(Settings(fetch_max_redirects=7)).max_redirects == 7
+    assert FetchLimits.from_settings(Settings(fetch_max_redirects=0)).max_redirects == 0
+
+
+def test_a_chain_at_the_limit_is_followed(sites: tuple[Site, Site], clip: Path, tmp_path: Path) -> None:
+    fetched = fetch(f"{sites[0].url}/hops/3/clip.mp4", tmp_path, _limits(3), LOOPBACK_ONLY)
+    assert fetched.path.read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.parametrize(("hops", "limit"), [(3, 2), (1, 0), (7, 5)])
+def test_a_chain_over_the_limit_is_blocked(sites: tuple[Site, Site], tmp_path: Path, hops: int, limit: int) -> None:
+    with pytest.raises(Blocked, match=rf"too many redirects \(the limit is {limit}, fetch_max_redirects\)"):
+        fetch(f"{sites[0].url}/hops/{hops}/clip.mp4", tmp_path, _limits(limit), LOOPBACK_ONLY)
+    assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["requests", "urllib"])
+def test_each_http_handler_keeps_the_limit(sites: tuple[Site, Site], clip: Path, legacy: bool) -> None:
+    """yt-dlp prefers its requests handler and falls back to urllib: both count the same way."""
+    if not legacy and RequestsRH is None:
+        pytest.skip("requests is not installed, so yt-dlp has no requests handler")
+    redirects = RedirectLimit(2)
+    with GuardProxy(LOOPBACK_ONLY) as proxy:
+        params = {"proxy": proxy.url, "quiet": True, "compat_opts": ["prefer-legacy-http-handler"] if legacy else []}
+        with LimitedYoutubeDL(params, redirects) as ydl:
+            response = ydl.urlopen(f"{sites[0].url}/hops/2/clip.mp4")
+            assert type(response).__module__.endswith("_urllib" if legacy else "_requests")
+            assert response.read() == clip.read_bytes()
+            assert redirects.breaches == []
+            with pytest.raises(HTTPError) as caught:
+                ydl.urlopen(f"{sites[0].url}/hops/3/clip.mp4")
+    assert caught.value.redirect_loop
+    assert len(redirects.breaches) == 1 and "/hops/3/clip.mp4" in redirects.breaches[0]

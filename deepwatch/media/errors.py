@@ -32,7 +32,8 @@ class TooLong(MediaError):
 
 
 class Blocked(MediaError):
-    """Refused by the SSRF guard: the address is private, loopback, link-local, …"""
+    """Refused by the fetch guard: the address is private, loopback, link-local, …, or a redirect chain
+    is longer than ``fetch_max_redirects`` (the message then says "too many redirects")."""
 
 
 class Timeout(MediaError):

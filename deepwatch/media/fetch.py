@@ -1,7 +1,8 @@
 """Fetch the media behind a URL with yt-dlp, inside the SSRF guard and the limits from settings.
 
 yt-dlp's extractors cover the social platforms; direct files and pages with ``<video>``/``og:video``
-go through its generic extractor. Every request it makes goes through a :class:`GuardProxy`.
+go through its generic extractor. Every request it makes goes through a :class:`GuardProxy`, and
+follows at most ``FetchLimits.max_redirects`` redirects (see :mod:`deepwatch.media.redirects`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from deepwatch.media.errors import (
@@ -33,6 +34,9 @@ from deepwatch.media.proxy import GuardProxy
 from deepwatch.media.urls import canonical_url
 from deepwatch.settings import Settings
 
+if TYPE_CHECKING:  # the module imports yt-dlp, which fetch() loads only when it runs
+    from deepwatch.media.redirects import RedirectLimit
+
 log = logging.getLogger(__name__)
 
 
@@ -41,10 +45,16 @@ class FetchLimits:
     max_bytes: int = 500 * 1024 * 1024
     max_duration_s: float = 15 * 60
     timeout_s: float = 120.0
+    max_redirects: int = 5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchLimits:
-        return cls(settings.fetch_max_bytes, settings.fetch_max_duration_s, settings.fetch_timeout_s)
+        return cls(
+            max_bytes=settings.fetch_max_bytes,
+            max_duration_s=settings.fetch_max_duration_s,
+            timeout_s=settings.fetch_timeout_s,
+            max_redirects=settings.fetch_max_redirects,
+        )
 
 
 @dataclass
@@ -93,10 +103,12 @@ def _ffmpeg() -> str | None:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _classify(exc: Exception, proxy: GuardProxy) -> MediaError:
-    """Map a yt-dlp failure to a typed error; a guard refusal explains any failure it caused."""
+def _classify(exc: Exception, proxy: GuardProxy, redirects: RedirectLimit) -> MediaError:
+    """Map a yt-dlp failure to a typed error; a guard or redirect-limit refusal explains any failure it caused."""
     if proxy.refusals:
         return Blocked(proxy.refusals[0])
+    if redirects.breaches:
+        return redirects.error()
     cause = getattr(exc, "exc_info", None)
     inner = cause[1] if cause else exc
     status = getattr(inner, "status", None) or getattr(getattr(inner, "response", None), "status", None)
@@ -109,6 +121,8 @@ def _classify(exc: Exception, proxy: GuardProxy) -> MediaError:
         if status == 429 or status >= 500:
             return Transient(f"HTTP {status}: {text}")
     lowered = text.lower()
+    if getattr(inner, "redirect_loop", False) or "redirect loop" in lowered:
+        return redirects.error(text)  # a loop yt-dlp detected on a path the limited handlers did not see
     if "timed out" in lowered or "timeout" in lowered:
         return Timeout(text)
     if "unsupported url" in lowered or "no video formats" in lowered or "no media" in lowered:
@@ -120,7 +134,7 @@ def _classify(exc: Exception, proxy: GuardProxy) -> MediaError:
 
 def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) -> Fetched:
     """Download ``url`` into ``dest_dir``; raise a typed :class:`MediaError` on any failure."""
-    import yt_dlp
+    from deepwatch.media.redirects import LimitedYoutubeDL, RedirectLimit
 
     canonical_url(url)  # only http(s) URLs with a host get this far
     parts = urlsplit(url)
@@ -130,6 +144,7 @@ def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) 
     work = Path(tempfile.mkdtemp(prefix="fetch-", dir=dest_dir))
     ytlog = _Log()
     result: dict[str, Any] = {}
+    redirects = RedirectLimit(limits.max_redirects)
     with GuardProxy(policy, timeout_s=min(limits.timeout_s, 60.0)) as proxy:
         options: dict[str, Any] = {
             "proxy": proxy.url,
@@ -154,7 +169,7 @@ def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) 
 
         def run() -> None:
             try:
-                with yt_dlp.YoutubeDL(options) as ydl:
+                with LimitedYoutubeDL(options, redirects) as ydl:
                     result["info"] = ydl.extract_info(url, download=True)
             except Exception as exc:  # yt-dlp raises many kinds; all are classified below
                 result["error"] = exc
@@ -169,7 +184,11 @@ def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) 
             raise Timeout(f"fetching {url} took longer than {limits.timeout_s:.0f} s")
         if "error" in result:
             shutil.rmtree(work, ignore_errors=True)
-            raise _classify(result["error"], proxy)
+            raise _classify(result["error"], proxy, redirects)
+        if redirects.breaches:
+            # yt-dlp carried on past a refused chain (a fallback it could take): the fetch still broke the limit
+            shutil.rmtree(work, ignore_errors=True)
+            raise redirects.error()
 
     info = result.get("info") or {}
     files = [p for p in work.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from elasticsearch import ApiError, BadRequestError, ConflictError, Elasticsearch, NotFoundError, TransportError
 from pydantic import ValidationError
 
-from deepwatch.contracts import ContractError, MediaRecord, Review, Sighting
+from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
 from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
 from storage.query import (
@@ -377,23 +377,9 @@ def build_search_body(query: SearchQuery, after: list[Any] | None = None, snapsh
 
 
 def cursor_of(query: SearchQuery) -> tuple[list[Any], int] | None:
-    """``(search_after, snapshot)`` from the query's cursor; a cursor whose digest matches but
-    whose values are not ours is refused like any foreign cursor, before it reaches the cluster."""
-    decoded = decode_cursor(query)
-    if decoded is None:
-        return None
-    after, snapshot = decoded
-    ok = (
-        len(after) == 2
-        and isinstance(after[0], int | float)
-        and not isinstance(after[0], bool)
-        and isinstance(after[1], str)
-        and isinstance(snapshot, int)
-        and not isinstance(snapshot, bool)
-    )
-    if not ok:
-        raise ContractError("SearchQuery", [("cursor", "not a cursor from this index")])
-    return after, snapshot
+    """``(search_after, snapshot)`` from the query's cursor; ``decode_cursor`` refuses a malformed
+    one before it reaches the cluster."""
+    return decode_cursor(query)
 
 
 def parse_search(query: SearchQuery, response: Mapping[str, Any], snapshot: int | None) -> SearchPage:

@@ -36,7 +36,7 @@ import numpy as np
 
 from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
-from storage.hamming_memory import HashMemoryIndex, words_of
+from storage.hamming_memory import DEFAULT_MAX_KEYS, HashMemoryIndex, words_of
 from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
 from storage.query import (
     HISTOGRAM_BINS,
@@ -201,7 +201,7 @@ def _selection(query: SearchQuery, snapshot: int | None, *, by_sort_index: bool 
 class SqliteIndex:
     """:class:`storage.index.SearchIndex` on SQLite. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, path: Path | str, *, max_keys: int | None = None):
+    def __init__(self, path: Path | str, *, max_keys: int = DEFAULT_MAX_KEYS):
         self.path = str(path)
         self._lock = threading.Lock()
         self._memory: dict[str, HashMemoryIndex] = {}
@@ -446,9 +446,7 @@ class SqliteIndex:
         spec = HASH_KINDS[kind]
         memory = self._memory.get(kind)
         if memory is None:
-            memory = HashMemoryIndex(spec.bits) if self._max_keys is None else HashMemoryIndex(
-                spec.bits, max_keys=self._max_keys
-            )
+            memory = HashMemoryIndex(spec.bits, max_keys=self._max_keys)
             self._memory[kind], self._memory_upto[kind] = memory, 0
         rows = conn.execute(
             "SELECT id, seq, hash FROM hashes WHERE id > ? AND kind = ? ORDER BY id", (self._memory_upto[kind], kind)
@@ -489,13 +487,7 @@ class SqliteIndex:
         there), in one pass that yields every match's sort key: that pass gives the total, and,
         when the matches are few, the page by sorting them here. With many matches the page comes
         from walking the sort index instead, which stops after one page."""
-        cursor = decode_cursor(query)
-        if cursor is None:
-            after, snapshot = None, None
-        else:
-            after, snapshot = cursor
-            if not isinstance(snapshot, int) or len(after) != 2:
-                raise self._bad_cursor()
+        after, snapshot = decode_cursor(query) or (None, None)
         desc = descending(query.sort)
         column = "m.score_sort" if query.sort.startswith("score") else "m.first_seen"
         with self._read() as conn:
@@ -539,12 +531,6 @@ class SqliteIndex:
             last = items[-1]
             next_cursor = encode_cursor(query, [sort_value(last, query.sort), last.media_id], snapshot)
         return SearchPage(total=total, items=items, next=next_cursor)
-
-    @staticmethod
-    def _bad_cursor() -> Exception:
-        from deepwatch.contracts import ContractError
-
-        return ContractError("SearchQuery", [("cursor", "not a cursor from this index")])
 
     def aggregate(self, query: SearchQuery | None = None) -> Aggregations:
         selection, params = _selection(query or SearchQuery(), None)

@@ -213,16 +213,31 @@ def encode_cursor(query: SearchQuery, after: Sequence[Any], snapshot: Any) -> st
     return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(query: SearchQuery) -> tuple[list[Any], Any] | None:
-    """``(after, snapshot)`` from the query's cursor, None without one; a cursor that is not ours,
-    or that belongs to another query, is a ContractError on the ``cursor`` field."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def decode_cursor(query: SearchQuery) -> tuple[list[Any], int] | None:
+    """``(after, snapshot)`` from the query's cursor, None without one. ``after`` is
+    ``[sort value, media_id]`` and ``snapshot`` an integer bound, in every backend. A cursor that is
+    not ours, or that belongs to another query, is a ContractError on the ``cursor`` field, before
+    any of its values reaches a backend."""
     if query.cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(query.cursor + "=" * (-len(query.cursor) % 4))
         data = json.loads(raw)
         after, snapshot, digest = data["a"], data["s"], data["q"]
-        if not isinstance(after, list) or not isinstance(digest, str):
+        well_formed = (
+            isinstance(after, list)
+            and len(after) == 2
+            and _is_number(after[0])
+            and isinstance(after[1], str)
+            and isinstance(snapshot, int)
+            and not isinstance(snapshot, bool)
+            and isinstance(digest, str)
+        )
+        if not well_formed:
             raise TypeError("malformed")
     except (ValueError, TypeError, KeyError) as exc:
         raise ContractError("SearchQuery", [("cursor", f"not a cursor from this index ({exc})")]) from None

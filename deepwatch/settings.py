@@ -117,6 +117,41 @@ class Settings(BaseSettings):
         description="CIDRs the SSRF guard lets through (comma-separated); empty by default",
     )
 
+    # --- fingerprints -----------------------------------------------------------------------
+    fingerprint_interval_s: float = Field(
+        1.0, gt=0, le=60, description="seconds between sampled video frames (widened for videos over max_frames)"
+    )
+    fingerprint_max_frames: int = Field(900, ge=1, le=100_000, description="sampled frames per video at most")
+    fingerprint_max_keyframe_gap_s: float = Field(
+        2.0,
+        ge=0,
+        description="decode only keyframes when no two are further apart than this (much cheaper); 0 never does",
+    )
+    fingerprint_face_frames: int = Field(
+        6, ge=0, le=1000, description="sampled frames, spread over the video, that the face detector runs on"
+    )
+    fingerprint_face_confidence: float = Field(0.6, gt=0, lt=1, description="face detector confidence threshold")
+    fingerprint_face_input_px: int = Field(
+        300, ge=64, le=1024, description="long side of the frame the face detector sees (cost grows with its square)"
+    )
+
+    # --- media normalisation and derivatives -------------------------------------------------
+    media_max_pixels: int = Field(
+        2**27,
+        ge=1,
+        description="pixels per image or video frame (width x height); more is TooLarge before any decoding. "
+        "The default, about 134 million, admits 108-megapixel phone photos (about 400 MB as RGB)",
+    )
+    media_decode_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="wall-clock limit on one decode check (structure, decode, probe, thumbnail) or preview; "
+        "past it the decoding process is killed and the file is Corrupt (DecodeTimeout)",
+    )
+    thumbnail_max_side: int = Field(320, ge=16, le=4096, description="longer side of the JPEG thumbnail, pixels")
+    preview_max_side: int = Field(480, ge=16, le=4096, description="longer side of the MP4 preview, pixels")
+    preview_max_s: float = Field(10.0, gt=0, le=600, description="seconds of video in the MP4 preview")
+
     _commas = field_validator("api_keys", mode="before")(_split_commas)
 
     @field_validator("fetch_allow_networks", mode="before")

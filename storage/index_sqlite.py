@@ -11,7 +11,7 @@ The record itself is stored as its JSON (``docs.doc``); everything else exists t
 - ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
   order: search cursors remember the highest ``seq`` page one could see, so later arrivals never
   shift a moderator's pages;
-- ``facets`` (platform, source), ``detector_scores``, ``timings`` for filters and dashboards;
+- ``timings`` for the dashboard's per-stage percentiles;
 - ``media_text``, an FTS5 table over titles, uploaders, post text and URLs, plus filter tags;
 - ``urls`` maps canonical URLs to records; ``reviews`` is the audit trail of human reviews;
 - ``hashes`` every perceptual hash. Near-duplicate search runs on an in-memory multi-index
@@ -24,11 +24,13 @@ text, and every value travels as a parameter (lists as one JSON parameter, read 
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,16 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # Narrow rows (no document) so that filtering and sorting touch few pages; the document is in
-    # ``docs``, read only for the records a page returns.
+    # ``docs``, read only for the records a page returns. ``platforms`` (a JSON list) feeds the
+    # dashboard's counts by platform; ``detectors`` (a JSON object, name: P(fake)) is the exact check
+    # behind the score-bucket tags (see _detector_tags). Filtering by either goes through FTS.
     """CREATE TABLE IF NOT EXISTS media (
         seq INTEGER PRIMARY KEY,
         media_id TEXT NOT NULL UNIQUE,
@@ -71,35 +75,31 @@ _SCHEMA = [
         dedup TEXT NOT NULL,
         review TEXT NOT NULL,
         first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL
+        last_seen REAL NOT NULL,
+        platforms TEXT NOT NULL,
+        detectors TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, media_id)",
     "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
     "CREATE INDEX IF NOT EXISTS media_last_seen ON media (last_seen)",
     # No index on verdict, kind, dedup or review: a handful of values each, so an index would not
-    # narrow a search much, and every write would pay for it.
-    """CREATE TABLE IF NOT EXISTS facets (
-        field TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
-        PRIMARY KEY (field, value, seq)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS facets_seq ON facets (seq)",
-    """CREATE TABLE IF NOT EXISTS detector_scores (
-        detector TEXT NOT NULL, p_fake REAL NOT NULL, seq INTEGER NOT NULL,
-        PRIMARY KEY (detector, p_fake, seq)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS detector_scores_seq ON detector_scores (seq)",
+    # narrow a search much, and every write would pay for it: at a million records every insert
+    # into a B-tree ordered by something other than time dirties a page of its own. ``timings`` has
+    # no index on ``seq`` for the same reason: a rewrite deletes the old rows by their full keys.
     """CREATE TABLE IF NOT EXISTS timings (
         stage TEXT NOT NULL, seconds REAL NOT NULL, seq INTEGER NOT NULL,
         PRIMARY KEY (stage, seq)
     ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS timings_seq ON timings (seq)",
     # rowid = media.seq. ``body``: the free text; unicode61 folds case and splits on punctuation like
     # query.text_terms. ``tags``: one token per list-filter value (see _tag), so that a text search
-    # with filters is one FTS5 query whose posting lists intersect inside SQLite's C code.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS media_text USING fts5(body, tags, tokenize = 'unicode61')",
+    # with filters is one FTS5 query whose posting lists intersect inside SQLite's C code. Every
+    # query term is one token, so positions are never needed (detail=column), nor the per-row token
+    # counts that only bm25 ranking reads (columnsize=0): both make every write and match cheaper.
+    # FTS5 writes new segments and merges them later, so tags cost no random B-tree inserts.
+    """CREATE VIRTUAL TABLE IF NOT EXISTS media_text
+       USING fts5(body, tags, tokenize = 'unicode61', detail = column, columnsize = 0)""",
     "CREATE TABLE IF NOT EXISTS urls (canonical_url TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS urls_seq ON urls (seq)",
     # AUTOINCREMENT: ids are never reused, so "rows after id N" is exactly what is new.
     """CREATE TABLE IF NOT EXISTS hashes (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,6 +116,9 @@ _SCHEMA = [
 # Each list filter of a query is a tag column in the FTS table: a one-letter field prefix and the
 # value in hex (one alphanumeric token, whatever punctuation the value holds).
 _TAG_PREFIX = {"verdict": "v", "platform": "p", "source": "s", "kind": "k", "dedup": "d", "review": "r"}
+# Detector scores are tagged by bucket ("x", the detector name in hex, "b", the bucket): a score range
+# becomes the OR of the buckets it overlaps, and media.detectors holds the exact scores to check.
+DETECTOR_BUCKETS = 20
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
 SORT_MATCHES_LIMIT = 20_000
@@ -129,8 +132,17 @@ def _review(record: MediaRecord) -> str:
     return record.review.label if record.review else "none"
 
 
+@functools.lru_cache(maxsize=4096)
 def _tag(field: str, value: str) -> str:
     return _TAG_PREFIX[field] + value.encode().hex()
+
+
+def _detector_tag(name: str, bucket: int) -> str:
+    return f"x{name.encode().hex()}b{bucket}"
+
+
+def _bucket(p_fake: float) -> int:
+    return min(int(p_fake * DETECTOR_BUCKETS), DETECTOR_BUCKETS - 1)
 
 
 def _tags(record: MediaRecord) -> str:
@@ -142,7 +154,22 @@ def _tags(record: MediaRecord) -> str:
         "dedup": {record.dedup},
         "review": {_review(record)},
     }
-    return " ".join(_tag(field, v) for field, vs in values.items() for v in sorted(vs))
+    tags = [_tag(field, v) for field, vs in values.items() for v in sorted(vs)]
+    tags += [_detector_tag(name, _bucket(d.p_fake)) for name, d in sorted(record.detectors.items())]
+    return " ".join(tags)
+
+
+def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
+    return {(stage, seconds, seq) for stage, seconds in record.timings.items()}
+
+
+@dataclass
+class _Write:
+    """One record to store: its ``seq`` (None when new), the version stored now, the version to store."""
+
+    seq: int | None
+    old: MediaRecord | None
+    record: MediaRecord
 
 
 def _fts_expression(query: SearchQuery) -> str | None:
@@ -157,6 +184,9 @@ def _fts_expression(query: SearchQuery) -> str | None:
         values = getattr(query, field)
         if values:
             parts.append("tags : (" + " OR ".join(f'"{_tag(field, v)}"' for v in values) + ")")
+    for name, bounds in sorted(query.detectors.items()):
+        buckets = range(_bucket(bounds.min), _bucket(bounds.max) + 1)
+        parts.append("tags : (" + " OR ".join(f'"{_detector_tag(name, b)}"' for b in buckets) + ")")
     return " AND ".join(parts) or None
 
 
@@ -168,7 +198,8 @@ def _ranges(query: SearchQuery) -> tuple[list[str], list[Any]]:
         clauses.append("m.score BETWEEN ? AND ?")
         params += [query.score.min, query.score.max]
     for name, bounds in sorted(query.detectors.items()):
-        clauses.append("m.seq IN (SELECT seq FROM detector_scores WHERE detector = ? AND p_fake BETWEEN ? AND ?)")
+        # The bucket tags found the candidates; this is the exact check at the range's edges.
+        clauses.append("(SELECT value FROM json_each(m.detectors) WHERE key = ?) BETWEEN ? AND ?")
         params += [name, bounds.min, bounds.max]
     if query.seen_since is not None:
         clauses.append("m.last_seen >= ?")
@@ -219,7 +250,11 @@ class SqliteIndex:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # Bulk writes touch many index pages; a bigger cache keeps them from spilling mid-batch.
             self._conn.execute("PRAGMA cache_size = -65536")
-            self._conn.execute("PRAGMA wal_autocheckpoint = 16384")
+            # Checkpoints (copying the WAL into the file, with an fsync each side) are the costliest
+            # part of a write burst; a larger WAL between them copies a page rewritten by several
+            # batches once. The limit trims the WAL file back after a checkpoint.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 65536")
+            self._conn.execute("PRAGMA journal_size_limit = 67108864")
         except sqlite3.Error as exc:
             raise SearchIndexError(f"cannot open index {self.path}: {exc}") from exc
         with self._write() as conn:
@@ -288,22 +323,23 @@ class SqliteIndex:
         return cls._load_many(conn, [media_id]).get(media_id)
 
     @staticmethod
-    def _store_many(conn: sqlite3.Connection, writes: list[tuple[int | None, MediaRecord, bool]]) -> None:
-        """``(seq or None for a new record, record, hashes_changed)``, in one batch per table."""
+    def _store_many(conn: sqlite3.Connection, writes: list[_Write]) -> None:
+        """Write each record and its side rows, one statement per table for the whole batch.
+
+        A rewritten record changes only the side rows that differ from its stored version: those
+        are deleted by their full keys (no index on ``seq`` is needed) and the new ones inserted."""
         next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM media").fetchone()[0]
         rows: list[tuple[Any, ...]] = []
         docs: list[tuple[int, str]] = []
-        replaced: list[int] = []  # existing records: their side rows are rewritten
+        texts: list[tuple[int, str, str]] = []
+        retexted: list[int] = []
         rehashed: list[int] = []
-        facets, detectors, timings, texts, urls, hashes = [], [], [], [], [], []
-        for seq, record, hashes_changed in writes:
+        gone_timings: list[tuple[str, float, int]] = []
+        new: dict[str, list[tuple[Any, ...]]] = {"timings": [], "urls": [], "hashes": []}
+        for write in writes:
+            record, old, seq = write.record, write.old, write.seq
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
-                hashes_changed = True
-            else:
-                replaced.append(seq)
-                if hashes_changed:
-                    rehashed.append(seq)
             # Defaults left out (a third of the bytes); reading fills them back in.
             docs.append((seq, record.model_dump_json(exclude_defaults=True)))
             rows.append(
@@ -318,45 +354,52 @@ class SqliteIndex:
                     _review(record),
                     record.first_seen.timestamp(),
                     record.last_seen.timestamp(),
+                    json.dumps(sorted({s.platform for s in record.sightings})),
+                    json.dumps({name: d.p_fake for name, d in record.detectors.items()}),
                 )
             )
-            facets += {("platform", s.platform, seq) for s in record.sightings}
-            facets += {("source", s.source, seq) for s in record.sightings}
-            detectors += [(name, d.p_fake, seq) for name, d in record.detectors.items()]
-            timings += [(stage, seconds, seq) for stage, seconds in record.timings.items()]
-            texts.append((seq, searchable_text(record), _tags(record)))
+            timings = _timing_rows(record, seq)
+            before = set() if old is None else _timing_rows(old, seq)
+            gone_timings += before - timings
+            new["timings"] += timings - before
+            text = (seq, searchable_text(record), _tags(record))
+            if old is None or text != (seq, searchable_text(old), _tags(old)):
+                if old is not None:
+                    retexted.append(seq)
+                texts.append(text)
             # A URL serving new bytes (an edited post) points at the newest record written for it.
-            urls += [(s.canonical_url, seq) for s in record.sightings]
-            if hashes_changed:
-                hashes += [(seq, kind, h) for kind in HASH_KINDS for h in record_hashes(record, kind)]
-        if replaced:
-            old = json.dumps(replaced)
-            for table in ("facets", "detector_scores", "timings"):
-                conn.execute(f"DELETE FROM {table} WHERE seq IN (SELECT value FROM json_each(?))", (old,))
-            conn.execute("DELETE FROM media_text WHERE rowid IN (SELECT value FROM json_each(?))", (old,))
+            new["urls"] += [(s.canonical_url, seq) for s in record.sightings]
+            if old is None or old.fingerprints != record.fingerprints:
+                if old is not None:
+                    rehashed.append(seq)
+                new["hashes"] += [(seq, kind, h) for kind in HASH_KINDS for h in record_hashes(record, kind)]
+        conn.executemany("DELETE FROM timings WHERE stage = ? AND seconds = ? AND seq = ?", gone_timings)
+        if retexted:
+            conn.execute(
+                "DELETE FROM media_text WHERE rowid IN (SELECT value FROM json_each(?))", [json.dumps(retexted)]
+            )
         if rehashed:
             conn.execute("DELETE FROM hashes WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(rehashed),))
         conn.executemany(
             """INSERT INTO media (seq, media_id, kind, verdict, score, score_sort, dedup, review,
-                                  first_seen, last_seen)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  first_seen, last_seen, platforms, detectors)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (seq) DO UPDATE SET
                  kind = excluded.kind, verdict = excluded.verdict,
                  score = excluded.score, score_sort = excluded.score_sort, dedup = excluded.dedup,
-                 review = excluded.review, first_seen = excluded.first_seen, last_seen = excluded.last_seen""",
+                 review = excluded.review, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+                 platforms = excluded.platforms, detectors = excluded.detectors""",
             rows,
         )
-        conn.executemany("INSERT OR IGNORE INTO facets (field, value, seq) VALUES (?, ?, ?)", facets)
-        conn.executemany("INSERT OR IGNORE INTO detector_scores (detector, p_fake, seq) VALUES (?, ?, ?)", detectors)
-        conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", timings)
+        conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", new["timings"])
         conn.executemany("INSERT OR REPLACE INTO docs (seq, doc) VALUES (?, ?)", docs)
         conn.executemany("INSERT INTO media_text (rowid, body, tags) VALUES (?, ?, ?)", texts)
         conn.executemany(
             """INSERT INTO urls (canonical_url, seq) VALUES (?, ?)
-               ON CONFLICT (canonical_url) DO UPDATE SET seq = excluded.seq""",
-            urls,
+               ON CONFLICT (canonical_url) DO UPDATE SET seq = excluded.seq WHERE seq != excluded.seq""",
+            new["urls"],
         )
-        conn.executemany("INSERT INTO hashes (seq, kind, hash) VALUES (?, ?, ?)", hashes)
+        conn.executemany("INSERT INTO hashes (seq, kind, hash) VALUES (?, ?, ?)", new["hashes"])
 
     # --- SearchIndex: writes ----------------------------------------------------------------
     def upsert(self, record: MediaRecord) -> MediaRecord:
@@ -373,19 +416,17 @@ class SqliteIndex:
     def _upsert_batch(self, conn: sqlite3.Connection, records: list[MediaRecord]) -> list[MediaRecord]:
         stored = self._load_many(conn, {r.media_id for r in records})
         # Records sharing an id merge in order into one write.
-        pending: dict[str, tuple[int | None, MediaRecord, bool]] = {}
+        pending: dict[str, _Write] = {
+            media_id: _Write(seq, old, old) for media_id, (seq, old) in stored.items()
+        }
         out: list[MediaRecord] = []
         for record in records:
-            if record.media_id in pending:
-                seq, old, changed = pending[record.media_id]
-            elif record.media_id in stored:
-                (seq, old), changed = stored[record.media_id], False
+            write = pending.get(record.media_id)
+            if write is None:
+                write = pending[record.media_id] = _Write(None, None, record)
             else:
-                seq, old, changed = None, None, True
-            merged = record if old is None else merge.merge_records(old, record)
-            changed = changed or (old is not None and old.fingerprints != merged.fingerprints)
-            pending[record.media_id] = (seq, merged, changed)
-            out.append(merged)
+                write.record = merge.merge_records(write.record, record)
+            out.append(write.record)
         self._store_many(conn, list(pending.values()))
         return out
 
@@ -396,7 +437,7 @@ class SqliteIndex:
                 raise UnknownMedia(media_id)
             seq, old = loaded
             merged = merge.add_sighting(old, sighting)
-            self._store_many(conn, [(seq, merged, False)])
+            self._store_many(conn, [_Write(seq, old, merged)])
             return merged
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
@@ -406,7 +447,7 @@ class SqliteIndex:
                 raise UnknownMedia(media_id)
             seq, old = loaded
             reviewed = MediaRecord.model_validate({**old.model_dump(), "review": review.model_dump()})
-            self._store_many(conn, [(seq, reviewed, False)])
+            self._store_many(conn, [_Write(seq, old, reviewed)])
             conn.execute(
                 "INSERT INTO reviews (media_id, review, previous) VALUES (?, ?, ?)",
                 (media_id, review.model_dump_json(), _review(old)),
@@ -543,7 +584,8 @@ class SqliteIndex:
             total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
             by_verdict = pairs(f"SELECT m.verdict, count(*) {selection} GROUP BY 1")
             by_platform = pairs(
-                f"SELECT value, count(*) FROM facets WHERE field = 'platform' AND seq IN ({selected}) GROUP BY 1"
+                f"SELECT p.value, count(*) FROM media m, json_each(m.platforms) p "
+                f"WHERE m.seq IN ({selected}) GROUP BY 1"
             )
             by_day = pairs(f"SELECT date(m.first_seen, 'unixepoch'), count(*) {selection} GROUP BY 1 ORDER BY 1")
             bins = pairs(

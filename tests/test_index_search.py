@@ -54,7 +54,7 @@ def corpus(n: int = 40, seed: int = 7) -> list[MediaRecord]:
             for j in range(rng.randrange(1, 3))
         ]
         verdict = rng.choice(VERDICTS)
-        detectors = {d: rng.choice([0.1, 0.5, 0.9, rng.random()]) for d in DETECTORS if rng.random() < 0.7}
+        detectors = {d: rng.choice([0.0, 0.1, 0.5, 0.9, 1.0, rng.random()]) for d in DETECTORS if rng.random() < 0.7}
         score = None if verdict is None else rng.choice([0.25, 0.75, round(rng.random(), 3)])
         out.append(
             record(

@@ -39,7 +39,7 @@ class _Backends:
 
     def probe_index(self) -> dict[str, Any]:
         if self._index is None:
-            self._index = open_index(self.settings)
+            self._index = open_index(self.settings, long_lived=True)
         self._index.get("0" * 64)  # one real lookup: the backend answers, not only exists
         return {"status": "ok", "backend": self.settings.index_backend}
 

@@ -116,12 +116,15 @@ class SearchIndex(Protocol):
     def close(self) -> None: ...
 
 
-def open_index(settings: Settings) -> SearchIndex:
-    """The index the settings ask for. Backends import lazily: SQLite needs nothing extra."""
+def open_index(settings: Settings, *, long_lived: bool = False) -> SearchIndex:
+    """The index the settings ask for. Backends import lazily: SQLite needs nothing extra.
+
+    ``long_lived``: the caller (the API) will serve many searches, so an embedded backend may spend
+    a load and memory up front to answer them faster (SQLite's in-memory search mirror)."""
     if settings.index_backend == "sqlite":
         from storage.index_sqlite import SqliteIndex
 
-        return SqliteIndex(settings.index_path)
+        return SqliteIndex(settings.index_path, search_memory=long_lived)
     if settings.index_backend == "elasticsearch":
         from storage.index_es import ElasticsearchIndex
 

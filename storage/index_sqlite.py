@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
+from storage import search_memory as mirror
 from storage.hamming_memory import DEFAULT_MAX_KEYS, HashMemoryIndex, words_of
 from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
 from storage.query import (
@@ -55,7 +57,7 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
@@ -63,8 +65,9 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # Narrow rows (no document) so that filtering and sorting touch few pages; the document is in
     # ``docs``, read only for the records a page returns. ``platforms`` (a JSON list) feeds the
-    # dashboard's counts by platform; ``detectors`` (a JSON object, name: P(fake)) is the exact check
-    # behind the score-bucket tags (see _detector_tags). Filtering by either goes through FTS.
+    # dashboard's counts by platform, ``sources`` the in-memory mirror (storage.search_memory);
+    # ``detectors`` (a JSON object, name: P(fake)) is the exact check behind the score-bucket tags
+    # (see _detector_tag). Filtering by any of them goes through FTS.
     """CREATE TABLE IF NOT EXISTS media (
         seq INTEGER PRIMARY KEY,
         media_id TEXT NOT NULL UNIQUE,
@@ -77,6 +80,7 @@ _SCHEMA = [
         first_seen REAL NOT NULL,
         last_seen REAL NOT NULL,
         platforms TEXT NOT NULL,
+        sources TEXT NOT NULL,
         detectors TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
@@ -111,6 +115,9 @@ _SCHEMA = [
         media_id TEXT NOT NULL, review TEXT NOT NULL, previous TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS reviews_media ON reviews (media_id, id)",
+    # Every rewrite of a stored record, in order: how in-memory mirrors (storage.search_memory) learn
+    # which of the records they hold changed. New records need no entry: their seq is beyond the mirror's.
+    "CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL)",
 ]
 
 # Each list filter of a query is a tag column in the FTS table: a one-letter field prefix and the
@@ -122,6 +129,14 @@ DETECTOR_BUCKETS = 20
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
 SORT_MATCHES_LIMIT = 20_000
+# Rows loaded into the in-memory mirror per SELECT (bounds the Python objects alive at once).
+MIRROR_CHUNK = 50_000
+
+
+@functools.lru_cache(maxsize=65_536)
+def _json_list(text: str) -> tuple[str, ...]:
+    # Few distinct lists (platform and source combinations) recur across millions of rows.
+    return tuple(json.loads(text))
 
 
 def _verdict(record: MediaRecord) -> str:
@@ -157,6 +172,11 @@ def _tags(record: MediaRecord) -> str:
     tags = [_tag(field, v) for field, vs in values.items() for v in sorted(vs)]
     tags += [_detector_tag(name, _bucket(d.p_fake)) for name, d in sorted(record.detectors.items())]
     return " ".join(tags)
+
+
+def _json(value: Any) -> str:
+    # pydantic-core's encoder: several times faster than the json module on the write path.
+    return pydantic_core.to_json(value).decode()
 
 
 def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
@@ -232,8 +252,14 @@ def _selection(query: SearchQuery, snapshot: int | None, *, by_sort_index: bool 
 class SqliteIndex:
     """:class:`storage.index.SearchIndex` on SQLite. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, path: Path | str, *, max_keys: int = DEFAULT_MAX_KEYS):
+    def __init__(self, path: Path | str, *, max_keys: int = DEFAULT_MAX_KEYS, search_memory: bool = False):
+        """``search_memory``: answer searches from an in-memory mirror (storage.search_memory). It
+        costs a load of every record on the first search (seconds at a million) and memory (about
+        100 bytes a record), and then makes searches several times faster: for long-lived processes."""
         self.path = str(path)
+        self._columns = mirror.SearchColumns() if search_memory else None
+        self._words = mirror.TermCache()
+        self._change_upto = 0
         self._lock = threading.Lock()
         self._memory: dict[str, HashMemoryIndex] = {}
         self._memory_upto: dict[str, int] = {}
@@ -354,8 +380,9 @@ class SqliteIndex:
                     _review(record),
                     record.first_seen.timestamp(),
                     record.last_seen.timestamp(),
-                    json.dumps(sorted({s.platform for s in record.sightings})),
-                    json.dumps({name: d.p_fake for name, d in record.detectors.items()}),
+                    _json(sorted({s.platform for s in record.sightings})),
+                    _json(sorted({s.source for s in record.sightings})),
+                    _json({name: d.p_fake for name, d in record.detectors.items()}),
                 )
             )
             timings = _timing_rows(record, seq)
@@ -374,6 +401,7 @@ class SqliteIndex:
                     rehashed.append(seq)
                 new["hashes"] += [(seq, kind, h) for kind in HASH_KINDS for h in record_hashes(record, kind)]
         conn.executemany("DELETE FROM timings WHERE stage = ? AND seconds = ? AND seq = ?", gone_timings)
+        conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(w.seq,) for w in writes if w.old is not None])
         if retexted:
             conn.execute(
                 "DELETE FROM media_text WHERE rowid IN (SELECT value FROM json_each(?))", [json.dumps(retexted)]
@@ -382,13 +410,13 @@ class SqliteIndex:
             conn.execute("DELETE FROM hashes WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(rehashed),))
         conn.executemany(
             """INSERT INTO media (seq, media_id, kind, verdict, score, score_sort, dedup, review,
-                                  first_seen, last_seen, platforms, detectors)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  first_seen, last_seen, platforms, sources, detectors)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (seq) DO UPDATE SET
                  kind = excluded.kind, verdict = excluded.verdict,
                  score = excluded.score, score_sort = excluded.score_sort, dedup = excluded.dedup,
                  review = excluded.review, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
-                 platforms = excluded.platforms, detectors = excluded.detectors""",
+                 platforms = excluded.platforms, sources = excluded.sources, detectors = excluded.detectors""",
             rows,
         )
         conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", new["timings"])
@@ -522,44 +550,19 @@ class SqliteIndex:
 
     # --- moderation search and dashboards ---------------------------------------------------
     def search(self, query: SearchQuery) -> SearchPage:
-        """One page by keyset, and the total.
-
-        A search with text or list filters is answered by FTS5 first (text and filters intersect
-        there), in one pass that yields every match's sort key: that pass gives the total, and,
-        when the matches are few, the page by sorting them here. With many matches the page comes
-        from walking the sort index instead, which stops after one page."""
+        """One page by keyset, and the total, from the in-memory mirror when this index keeps one
+        (see :mod:`storage.search_memory`) and it can answer the query, else from SQL."""
         after, snapshot = decode_cursor(query) or (None, None)
-        desc = descending(query.sort)
-        column = "m.score_sort" if query.sort.startswith("score") else "m.first_seen"
         with self._read() as conn:
             if snapshot is None:
                 snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM media").fetchone()[0]
-            seqs: list[int] | None = None
-            selection, params = _selection(query, snapshot)
-            if _fts_expression(query) is not None:
-                matches = conn.execute(f"SELECT {column}, m.media_id, m.seq {selection}", params).fetchall()
-                total = len(matches)
-                if total <= SORT_MATCHES_LIMIT:
-                    keyed = sorted(matches, reverse=desc)
-                    if after is not None:
-                        mark = tuple(after)
-                        keyed = [m for m in keyed if (m[:2] < mark if desc else m[:2] > mark)]
-                    seqs = [seq for _, _, seq in keyed[: query.limit + 1]]
+            if self._columns is not None and self._columns.supports(query):
+                self._catch_up(conn)
+                words = text_terms(query.text) if query.text else []
+                candidates = mirror.intersect([self._word_seqs(conn, w) for w in words]) if words else None
+                total, seqs = self._columns.select(query, candidates, snapshot, after)
             else:
-                total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
-            if seqs is None:
-                selection, params = _selection(query, snapshot, by_sort_index=True)
-                if after is not None:
-                    selection += f" AND ({column}, m.media_id) {'<' if desc else '>'} (?, ?)"
-                    params += after
-                order = "DESC" if desc else "ASC"
-                seqs = [
-                    seq
-                    for (seq,) in conn.execute(
-                        f"SELECT m.seq {selection} ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
-                        [*params, query.limit + 1],
-                    )
-                ]
+                total, seqs = self._search_sql(conn, query, snapshot, after)
             docs = dict(
                 conn.execute(
                     "SELECT seq, doc FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
@@ -572,6 +575,89 @@ class SqliteIndex:
             last = items[-1]
             next_cursor = encode_cursor(query, [sort_value(last, query.sort), last.media_id], snapshot)
         return SearchPage(total=total, items=items, next=next_cursor)
+
+    @staticmethod
+    def _search_sql(
+        conn: sqlite3.Connection, query: SearchQuery, snapshot: int, after: list[Any] | None
+    ) -> tuple[int, list[int]]:
+        """``(total, seqs of the page plus one)`` in SQL.
+
+        A search with text or list filters is answered by FTS5 first (text and filters intersect
+        there), in one pass that yields every match's sort key: that pass gives the total, and,
+        when the matches are few, the page by sorting them here. With many matches the page comes
+        from walking the sort index instead, which stops after one page."""
+        desc = descending(query.sort)
+        column = "m.score_sort" if query.sort.startswith("score") else "m.first_seen"
+        selection, params = _selection(query, snapshot)
+        if _fts_expression(query) is not None:
+            matches = conn.execute(f"SELECT {column}, m.media_id, m.seq {selection}", params).fetchall()
+            total = len(matches)
+            if total <= SORT_MATCHES_LIMIT:
+                keyed = sorted(matches, reverse=desc)
+                if after is not None:
+                    mark = tuple(after)
+                    keyed = [m for m in keyed if (m[:2] < mark if desc else m[:2] > mark)]
+                return total, [seq for _, _, seq in keyed[: query.limit + 1]]
+        else:
+            total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
+        selection, params = _selection(query, snapshot, by_sort_index=True)
+        if after is not None:
+            selection += f" AND ({column}, m.media_id) {'<' if desc else '>'} (?, ?)"
+            params += after
+        order = "DESC" if desc else "ASC"
+        rows = conn.execute(
+            f"SELECT m.seq {selection} ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
+            [*params, query.limit + 1],
+        )
+        return total, [seq for (seq,) in rows]
+
+    # --- the in-memory mirror (long-lived processes only) ------------------------------------
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Load the records written since the last query, and reload the ones rewritten since."""
+        assert self._columns is not None
+        changed = conn.execute("SELECT id, seq FROM changes WHERE id > ? ORDER BY id", (self._change_upto,)).fetchall()
+        if changed:
+            self._change_upto = changed[-1][0]
+            seqs = sorted({seq for _, seq in changed if seq <= self._columns.upto})
+            for start in range(0, len(seqs), MIRROR_CHUNK):
+                self._columns.set_rows(self._mirror_rows(
+                    conn, "seq IN (SELECT value FROM json_each(?))", json.dumps(seqs[start : start + MIRROR_CHUNK])
+                ))
+        while rows := self._mirror_rows(conn, "seq > ? ORDER BY seq LIMIT ?", self._columns.upto, MIRROR_CHUNK):
+            self._columns.set_rows(rows)
+
+    @staticmethod
+    def _mirror_rows(conn: sqlite3.Connection, where: str, *params: Any) -> list[tuple[Any, ...]]:
+        columns = ", ".join(mirror.ROW_FIELDS)
+        return [
+            (*row[:10], _json_list(row[10]), _json_list(row[11]))
+            for row in conn.execute(f"SELECT {columns} FROM media WHERE {where}", params)
+        ]
+
+    def _word_seqs(self, conn: sqlite3.Connection, word: str) -> np.ndarray:
+        """Sorted seqs of the records whose text holds ``word``: the cached list caught up, or FTS5's."""
+        match = 'body : "' + word.replace('"', '""') + '"'
+        upto, change = self._columns.upto, self._change_upto  # _catch_up ran in this transaction
+        cached = self._words.get(word)
+        if cached is None:
+            rows = conn.execute("SELECT rowid FROM media_text WHERE media_text MATCH ? AND rowid <= ?", (match, upto))
+            seqs = np.fromiter((r for (r,) in rows), dtype=np.int64)
+        else:
+            seqs, was_upto, was_change = cached
+            changed = np.array(sorted({s for (s,) in conn.execute(
+                "SELECT seq FROM changes WHERE id > ? AND id <= ? AND seq <= ?", (was_change, change, was_upto)
+            )}), dtype=np.int64)
+            holding = np.array([r for (r,) in conn.execute(
+                "SELECT rowid FROM media_text WHERE media_text MATCH ? AND rowid IN (SELECT value FROM json_each(?))",
+                (match, json.dumps(changed.tolist())),
+            )], dtype=np.int64) if len(changed) else changed
+            new = np.array([r for (r,) in conn.execute(
+                "SELECT rowid FROM media_text WHERE media_text MATCH ? AND rowid > ? AND rowid <= ? ORDER BY rowid",
+                (match, was_upto, upto),
+            )], dtype=np.int64)
+            seqs = mirror.caught_up(seqs, changed, np.sort(holding), new)
+        self._words.put(word, seqs, upto, change)
+        return seqs
 
     def aggregate(self, query: SearchQuery | None = None) -> Aggregations:
         selection, params = _selection(query or SearchQuery(), None)

@@ -26,6 +26,8 @@ ES_URL = os.environ.get("DEEPWATCH_TEST_ES_URL")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
+    # The same SQLite file searched through the in-memory mirror (storage.search_memory).
+    pytest.param("sqlite-memory", id="sqlite-memory"),
     pytest.param(
         "elasticsearch",
         id="elasticsearch",
@@ -36,8 +38,13 @@ BACKENDS = [
 
 def _open(backend: str, location: str) -> SearchIndex:
     """One index per ``location`` (a directory for SQLite; an index prefix for Elasticsearch)."""
-    if backend == "sqlite":
-        return open_index(load_settings(index_backend="sqlite", index_sqlite_path=Path(location) / "index.sqlite3"))
+    if backend in ("sqlite", "sqlite-memory"):
+        settings = load_settings(index_backend="sqlite", index_sqlite_path=Path(location) / "index.sqlite3")
+        index = open_index(settings, long_lived=backend == "sqlite-memory")
+        if backend == "sqlite-memory":
+            # Cache every word, however rare, so that the tests go through the cache's catch-up.
+            index._words.min_size = 0  # type: ignore[attr-defined]
+        return index
     if backend == "elasticsearch":
         from storage.index_es import ElasticsearchIndex
 

@@ -370,3 +370,48 @@ def test_sqlite_search_plans_agree(make_index: MakeIndex, backend: str, monkeypa
         assert all_pages(index, q) == (reference(records, q), {len(reference(records, q))})
 
     check()
+
+
+FIXED_QUERIES = [
+    {},
+    {"text": "election"},
+    {"text": "speech cat"},
+    {"verdict": ["fake", "uncertain"], "platform": ["youtube"], "text": "speech"},
+    {"platform": ["x", "reddit"], "sort": "newest"},
+    {"source": ["submit"], "review": ["none"], "sort": "score_asc"},
+    {"review": ["fake", "real"], "text": "interview", "sort": "oldest"},
+    {"score": {"min": 0.5, "max": 1.0}, "kind": ["video"]},
+    {"detectors": {"mesonet": {"min": 0.5, "max": 1.0}}, "text": "ceo"},
+]
+
+
+def test_search_follows_writes_between_searches(make_index: MakeIndex) -> None:
+    """One index, searched, then written to (new sightings with new words and platforms, reviews,
+    new detector scores, new records), then searched again: every answer equals the reference over
+    the records as they are now. A backend that caches anything between searches must keep up."""
+    records = corpus(60)
+    index = make_index()
+    index.upsert_many(records[:40])
+    queries = [to_query(**fields, limit=7) for fields in FIXED_QUERIES]
+    for q in queries:
+        index.search(q)
+    rng = random.Random(11)
+    ids = [r.media_id for r in records[:40]]
+    for step in range(3):
+        for mid in rng.sample(ids, 6):
+            url = f"https://reddit.example/rewrite/{step}/{mid[:8]}"
+            index.add_sighting(mid, sighting(url, first=T0 + 120 * HOUR, platform=rng.choice(PLATFORMS),
+                                             source="submit", title=" ".join(rng.sample(WORDS, 2))))
+        for mid in rng.sample(ids, 4):
+            index.record_review(mid, Review(label=rng.choice(["fake", "real", "unsure"]), reviewer="mod"))
+        for n in rng.sample(range(40), 4):
+            index.upsert(record(n, detectors={"mesonet": rng.random()}))
+        fresh = records[40 + step * 6 : 46 + step * 6]
+        index.upsert_many(fresh)
+        ids += [r.media_id for r in fresh]
+        current = [index.get(mid) for mid in ids]
+        for q in queries:
+            found, totals = all_pages(index, q)
+            expected = reference(current, q)
+            assert found == expected, q
+            assert totals == {len(expected)}

@@ -415,3 +415,18 @@ def test_search_follows_writes_between_searches(make_index: MakeIndex) -> None:
             expected = reference(current, q)
             assert found == expected, q
             assert totals == {len(expected)}
+
+
+def test_many_distinct_platforms_and_sources(index: SearchIndex) -> None:
+    """More distinct values than a 64-bit mask holds (the SQLite mirror then answers in SQL)."""
+    records = [
+        record(i, sightings=[sighting(f"https://p{i}.example/{i}", platform=f"p{i}", source=f"s{i}", title="clip")])
+        for i in range(70)
+    ]
+    index.upsert_many(records)
+    for i in (0, 63, 64, 69):
+        for field, value in (("platform", f"p{i}"), ("source", f"s{i}")):
+            page = index.search(to_query(**{field: [value], "text": "clip"}))
+            assert [r.media_id for r in page.items] == [media_id(i)], (field, value)
+    assert index.search(to_query(platform=["p1", "p65"])).total == 2
+    assert index.aggregate().by_platform == {f"p{i}": 1 for i in range(70)}

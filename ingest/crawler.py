@@ -1,9 +1,9 @@
 """The crawler process (``deepwatch crawl``): runs the configured sources on their schedule.
 
-The sources file is validated here; the source kinds themselves (yt-dlp listings, feeds, Reddit,
-web pages, files) arrive with issue 5 and register in :data:`SOURCE_KINDS`. Until then a sources
-file that names a kind is refused with a clear error, and with no sources the crawler idles and
-reports itself healthy with zero sources.
+The sources file is validated here against the kinds registered in :data:`SOURCE_KINDS`
+(``ingest.sources.install`` fills it: yt-dlp listings, feeds, Reddit, web pages, files); the
+scheduler (``ingest.scheduler``) polls each source and publishes what it finds to Kafka. With no
+sources the crawler idles and reports itself healthy with zero sources.
 """
 
 from __future__ import annotations
@@ -56,17 +56,42 @@ def load_sources(path: Path | None) -> SourcesFile:
 
 def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     """Serve health and metrics and run the scheduler until SIGTERM/SIGINT (blocks)."""
+    from ingest.producer import UrlPublisher
+    from ingest.scheduler import scheduler_for
+    from ingest.sources import install
+
+    install()
     config = load_sources(sources_file or settings.sources_file)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # The producer connects lazily on the first publish: a crawler with no sources needs no broker.
+    publisher: UrlPublisher | None = None
+
+    def publish(events: list[Any]) -> None:
+        nonlocal publisher
+        if publisher is None:
+            if not settings.kafka_bootstrap:
+                # The scheduler records this as the source's error and keeps the items for later.
+                raise RuntimeError("no Kafka to publish to: set DEEPWATCH_KAFKA_BOOTSTRAP or start `deepwatch up`")
+            publisher = UrlPublisher(settings.kafka_bootstrap)
+        publisher.publish(events)
+
+    scheduler = scheduler_for(settings, config, publish)
 
     def status() -> dict[str, Any]:
-        return {"status": "ok", "part": "crawler", "pid": os.getpid(), "sources": len(config.sources)}
+        return {"status": "ok", "part": "crawler", "pid": os.getpid(), "sources": len(config.sources),
+                "by_source": scheduler.status()}
 
     server = start_health_server("127.0.0.1", settings.crawler_port, status)
     log.info("crawler running with %d sources; health on port %d", len(config.sources), settings.crawler_port)
+    worker = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
+    worker.start()
     try:
         stop.wait()
     finally:
+        worker.join(timeout=30)
         server.shutdown()
+        scheduler.fetcher.close()
+        if publisher is not None:
+            publisher.close()

@@ -200,14 +200,76 @@ def score(
     missing("score", "the detector ensemble", 7, as_json)
 
 
+def _fingerprint_or_fail(path: Path, settings: Settings, as_json: bool) -> Any:
+    """Fingerprint one file; a file that is not there is bad input (exit 2), one that will not decode exit 1."""
+    from deepwatch.media.errors import MediaError
+    from deepwatch.media.fingerprint import fingerprint_file
+
+    if not path.is_file():
+        fail(f"{path} is not a file", 2, as_json, file=str(path))
+    try:
+        return fingerprint_file(path, settings=settings)
+    except MediaError as exc:
+        fail(f"{path}: {exc}", 1, as_json, file=str(path), kind=type(exc).__name__)
+
+
 @app.command()
 def match(
     file_a: Annotated[Path, typer.Argument()],
     file_b: Annotated[Path, typer.Argument()],
     as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    """Compare two media files: duplicate, variant or different."""
-    missing("match", "the media fingerprints", 4, as_json)
+    """Compare two media files: duplicate, variant (same scene, other faces) or different."""
+    from deepwatch.media.matching import match as match_fingerprints
+
+    settings = settings_for(config, data_dir, as_json)
+    first = _fingerprint_or_fail(file_a, settings, as_json)
+    second = _fingerprint_or_fail(file_b, settings, as_json)
+    result = match_fingerprints(first, second)
+    document = {
+        "relation": result.relation,
+        "distance": result.distance,
+        "matched_fraction": result.matched_fraction,
+        "details": {**result.details, "sha256": [first.sha256, second.sha256]},
+    }
+    if as_json:
+        emit_json(document)
+        return
+    Console().print(
+        f"{result.relation}: {result.matched_fraction:.0%} of the shorter's frames matched, "
+        f"median PDQ distance {result.distance:g} of 256"
+    )
+
+
+@app.command()
+def fingerprint(
+    file: Annotated[Path, typer.Argument(help="image or video file")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fingerprint one media file: sha256, videohash, PDQ of sampled frames and of faces."""
+    from dataclasses import asdict
+
+    settings = settings_for(config, data_dir, as_json)
+    result = _fingerprint_or_fail(file, settings, as_json)
+    document = {
+        "file": str(file),
+        **{k: v for k, v in asdict(result).items() if k not in ("frames", "faces")},
+        "frames": [asdict(f) for f in result.frames],
+        "faces": [asdict(f) for f in result.faces],
+        "fingerprints": result.to_contract().model_dump(mode="json"),
+    }
+    if as_json:
+        emit_json(document)
+        return
+    Console().print(
+        f"{result.kind} {result.width}x{result.height} sha256 {result.sha256}\n"
+        f"videohash {result.videohash or '-'}; {len(result.frames)} frames ({result.decode_mode}), "
+        f"{len(result.faces)} faces"
+    )
 
 
 ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
@@ -397,7 +459,7 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
-    runners = {"index": "bench.index"}
+    runners = {"index": "bench.index", "fingerprint": "bench.fingerprint"}
     if name not in runners:
         fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
     import importlib

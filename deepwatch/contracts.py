@@ -138,6 +138,62 @@ class Fingerprints(Part):
     videohash: Hash64Hex | None = None
     pdq: list[Hash256Hex] = Field(default_factory=list, description="per sampled frame (1 fps)")
     pdq_faces: list[Hash256Hex] = Field(default_factory=list, description="per face crop")
+    # What the matcher needs beyond the indexed hashes (deepwatch.media.matching); each list is empty
+    # (not computed, e.g. a record from before these fields) or parallel to `pdq` / `pdq_faces`.
+    frame_times: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list, description="seconds, per pdq")
+    frame_quality: list[Annotated[int, Field(ge=0, le=100)]] = Field(
+        default_factory=list, description="PDQ quality 0-100, per pdq"
+    )
+    pdq_flip: list[Hash256Hex] = Field(default_factory=list, description="per pdq: of the mirrored frame")
+    pdq_crop: list[Hash256Hex] = Field(default_factory=list, description="per pdq: of the centred 90 % of the frame")
+    phash: list[Hash64Hex] = Field(default_factory=list, description="per pdq: coarse 64-bit pHash of the frame")
+    phash_flip: list[Hash64Hex] = Field(default_factory=list, description="per pdq: pHash of the mirrored frame")
+    phash_crop: list[Hash64Hex] = Field(default_factory=list, description="per pdq: pHash of the centred 90 %")
+    face_times: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list, description="seconds, per face")
+    face_boxes: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]] = Field(
+        default_factory=list, description="x, y, w, h in source pixels, per face"
+    )
+    pdq_faces_flip: list[Hash256Hex] = Field(default_factory=list, description="per face: of the mirrored crop")
+    phash_faces: list[Hash64Hex] = Field(default_factory=list, description="per face: coarse pHash of the crop")
+    face_thumbs: list[Annotated[str, Field(pattern=r"^[0-9a-f]{512}$")]] = Field(
+        default_factory=list, description="per face: the inner face as 16x16 grey pixels, hex (variant detection)"
+    )
+    face_places: list[Annotated[list[float], Field(min_length=4, max_length=4)]] = Field(
+        default_factory=list, description="per face: x, y, w, h as shares of the picture inside black borders"
+    )
+    scene_times: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=list, description="seconds of the frames where faces were found: the scene_grid entries"
+    )
+    scene_grid: list[Annotated[str, Field(pattern=r"^[0-9a-f]{512}$")]] = Field(
+        default_factory=list, description="per scene_times: 16x16 mean luma of the frame, hex (variant detection)"
+    )
+    scene_mask: list[Hash256Hex] = Field(
+        default_factory=list, description="per scene_times: the grid cells the faces cover, 256 bits"
+    )
+
+    @model_validator(mode="after")
+    def _parallel(self) -> Fingerprints:
+        for name, lead in (
+            ("frame_times", "pdq"),
+            ("frame_quality", "pdq"),
+            ("pdq_flip", "pdq"),
+            ("pdq_crop", "pdq"),
+            ("phash", "pdq"),
+            ("phash_flip", "pdq"),
+            ("phash_crop", "pdq"),
+            ("face_times", "pdq_faces"),
+            ("face_boxes", "pdq_faces"),
+            ("pdq_faces_flip", "pdq_faces"),
+            ("phash_faces", "pdq_faces"),
+            ("face_thumbs", "pdq_faces"),
+            ("face_places", "pdq_faces"),
+            ("scene_grid", "scene_times"),
+            ("scene_mask", "scene_times"),
+        ):
+            values, expected = getattr(self, name), len(getattr(self, lead))
+            if values and len(values) != expected:
+                raise ValueError(f"{name} has {len(values)} entries, {lead} has {expected}")
+        return self
 
 
 class DetectorScore(Part):

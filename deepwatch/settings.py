@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     fingerprint_face_frames: int = Field(
         6, ge=0, le=1000, description="sampled frames, spread over the video, that the face detector runs on"
     )
-    fingerprint_face_confidence: float = Field(0.6, gt=0, lt=1, description="face detector confidence threshold")
+    fingerprint_face_confidence: float = Field(0.8, gt=0, lt=1, description="face detector confidence threshold")
     fingerprint_face_input_px: int = Field(
         300, ge=64, le=1024, description="long side of the frame the face detector sees (cost grows with its square)"
     )

@@ -13,7 +13,6 @@ runner = CliRunner()
 
 UNBUILT = [
     (["score", "clip.mp4", "--json"], 7),
-    (["match", "a.mp4", "b.mp4", "--json"], 4),
     (["export", "--out", "/tmp/out", "--json"], 9),
     (["detectors", "list", "--json"], 7),
     (["detectors", "sanity", "--json"], 7),

@@ -66,7 +66,7 @@ class _Bits:
 
     def query_mask(self, values: Iterable[str]) -> np.uint64:
         """Bits of the values searched for; values never seen have no bit (nothing holds them)."""
-        return np.uint64(sum(1 << self.positions[v] for v in values if v in self.positions))
+        return np.uint64(sum(1 << self.positions[v] for v in set(values) if v in self.positions))  # a set: repeats
 
 
 class SearchColumns:

@@ -378,6 +378,7 @@ FIXED_QUERIES = [
     {"text": "speech cat"},
     {"verdict": ["fake", "uncertain"], "platform": ["youtube"], "text": "speech"},
     {"platform": ["x", "reddit"], "sort": "newest"},
+    {"platform": ["x", "x"], "source": ["submit", "submit"]},  # repeated values mean the same as one
     {"source": ["submit"], "review": ["none"], "sort": "score_asc"},
     {"review": ["fake", "real"], "text": "interview", "sort": "oldest"},
     {"score": {"min": 0.5, "max": 1.0}, "kind": ["video"]},

@@ -131,6 +131,26 @@ class Sighting(Part):
         return self
 
 
+# Fingerprint lists computed together: each is empty or parallel to (as long as) its lead list.
+FINGERPRINT_PARALLEL: dict[str, str] = {
+    "frame_times": "pdq",
+    "frame_quality": "pdq",
+    "pdq_flip": "pdq",
+    "pdq_crop": "pdq",
+    "phash": "pdq",
+    "phash_flip": "pdq",
+    "phash_crop": "pdq",
+    "face_times": "pdq_faces",
+    "face_boxes": "pdq_faces",
+    "pdq_faces_flip": "pdq_faces",
+    "phash_faces": "pdq_faces",
+    "face_thumbs": "pdq_faces",
+    "face_places": "pdq_faces",
+    "scene_grid": "scene_times",
+    "scene_mask": "scene_times",
+}
+
+
 class Fingerprints(Part):
     """Near-duplicate evidence; ``sha256`` is the exact identity, the rest are perceptual."""
 
@@ -173,23 +193,7 @@ class Fingerprints(Part):
 
     @model_validator(mode="after")
     def _parallel(self) -> Fingerprints:
-        for name, lead in (
-            ("frame_times", "pdq"),
-            ("frame_quality", "pdq"),
-            ("pdq_flip", "pdq"),
-            ("pdq_crop", "pdq"),
-            ("phash", "pdq"),
-            ("phash_flip", "pdq"),
-            ("phash_crop", "pdq"),
-            ("face_times", "pdq_faces"),
-            ("face_boxes", "pdq_faces"),
-            ("pdq_faces_flip", "pdq_faces"),
-            ("phash_faces", "pdq_faces"),
-            ("face_thumbs", "pdq_faces"),
-            ("face_places", "pdq_faces"),
-            ("scene_grid", "scene_times"),
-            ("scene_mask", "scene_times"),
-        ):
+        for name, lead in FINGERPRINT_PARALLEL.items():
             values, expected = getattr(self, name), len(getattr(self, lead))
             if values and len(values) != expected:
                 raise ValueError(f"{name} has {len(values)} entries, {lead} has {expected}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepwatch.contracts import Fingerprints, MediaInfo, MediaRecord, Sighting, StoredObjects
+from deepwatch.contracts import FINGERPRINT_PARALLEL, Fingerprints, MediaInfo, MediaRecord, Sighting, StoredObjects
 
 
 def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
@@ -46,13 +46,14 @@ def _fill(old: Any, new: Any) -> dict[str, Any]:
 
 
 def _merge_fingerprints(old: Fingerprints, new: Fingerprints) -> Fingerprints:
-    # Frame hashes are recomputed as a whole, so an empty list means "not computed", not "none".
-    return Fingerprints(
-        sha256=new.sha256,
-        videohash=new.videohash if new.videohash is not None else old.videohash,
-        pdq=new.pdq or old.pdq,
-        pdq_faces=new.pdq_faces or old.pdq_faces,
-    )
+    # Hashes are computed in groups (a lead list and the lists parallel to it), so a group is taken
+    # whole from the newer side that has it; an empty lead means "not computed", not "none".
+    data = {"sha256": new.sha256, "videohash": new.videohash if new.videohash is not None else old.videohash}
+    for lead in {*FINGERPRINT_PARALLEL.values(), "pdq_faces"}:
+        side = new if getattr(new, lead) else old
+        data[lead] = getattr(side, lead)
+        data |= {name: getattr(side, name) for name, of in FINGERPRINT_PARALLEL.items() if of == lead}
+    return Fingerprints.model_validate(data)
 
 
 def merge_records(old: MediaRecord, new: MediaRecord) -> MediaRecord:

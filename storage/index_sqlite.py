@@ -644,6 +644,8 @@ class SqliteIndex:
             seqs = np.fromiter((r for (r,) in rows), dtype=np.int64)
         else:
             seqs, was_upto, was_change = cached
+            if (was_upto, was_change) == (upto, change):
+                return seqs  # nothing written since: no queries on the hot path
             changed = np.array(sorted({s for (s,) in conn.execute(
                 "SELECT seq FROM changes WHERE id > ? AND id <= ? AND seq <= ?", (was_change, change, was_upto)
             )}), dtype=np.int64)

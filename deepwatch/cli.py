@@ -130,17 +130,41 @@ def crawl(
     data_dir: DataDirOpt = None,
     sources: Annotated[Path | None, typer.Option(help="YAML sources file")] = None,
     status: Annotated[bool, typer.Option("--status", help="show each source's last run and error")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run the crawlers on their schedule until stopped."""
+    """Run the crawlers on their schedule until stopped (--status: show each source's state and exit)."""
     from ingest.crawler import run_crawler
 
-    settings = settings_for(config, data_dir)
+    settings = settings_for(config, data_dir, as_json)
     if status:
-        missing("crawl --status", "the source scheduler", 5)
+        _crawl_status(settings, as_json)
+        return
     try:
         run_crawler(settings, sources)
     except ContractError as exc:
         fail(str(exc), 2)
+
+
+def _crawl_status(settings: Settings, as_json: bool) -> None:
+    """Each source's state, from the running crawler or else the saved state; exit 0 either way."""
+    from ingest.status import crawl_status
+
+    document = crawl_status(settings)
+    if as_json:
+        emit_json(document)
+        return
+    stderr.print(document["message"], highlight=False)
+    if not document["sources"]:
+        return
+    from rich.table import Table
+
+    table = Table("source", "last run", "last success", "discovered", "published", "next run", "backoff",
+                  "last error", title="crawler sources" + (" (running)" if document["running"] else " (saved state)"))
+    for name, s in document["sources"].items():
+        backoff = f"{s['backoff_s']:g}s ({s['consecutive_failures']} failed)" if s["consecutive_failures"] else ""
+        table.add_row(name, s["last_run_at"] or "never", s["last_success_at"] or "never", str(s["discovered"]),
+                      str(s["published"]), s["next_run_at"] or "", backoff, s["last_error"] or "")
+    Console().print(table)
 
 
 # --- one-off commands ----------------------------------------------------------------------------
@@ -370,11 +394,13 @@ def similar(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """List near-duplicates of a recorded media item (by media_id, or a file whose bytes were recorded)."""
-    import hashlib
+    """List near-duplicates of a media file or a recorded media_id, each confirmed as duplicate, variant or
+    different by comparing fingerprints. A file that was never recorded is fingerprinted first."""
     import re
 
-    from storage.index import DEFAULT_RADIUS, SearchIndexError, open_index, similar_records
+    from deepwatch.media.fingerprint import sha256_file
+    from deepwatch.media.similar import find_similar, stored_fingerprint
+    from storage.index import DEFAULT_RADIUS, SearchIndexError, open_index
 
     settings = settings_for(config, data_dir, as_json)
     radii: dict[str, int] = {}
@@ -383,42 +409,40 @@ def similar(
         if kind not in DEFAULT_RADIUS or not bits.isdigit():
             fail(f"--radius {spec!r}: want KIND=BITS with KIND one of {', '.join(DEFAULT_RADIUS)}", 2, as_json)
         radii[kind] = int(bits)
-    if re.fullmatch(r"[0-9a-f]{64}", target):
-        media_id = target
-    elif Path(target).is_file():
-        digest = hashlib.sha256()
-        with open(target, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        media_id = digest.hexdigest()
-    else:
+    is_file = not re.fullmatch(r"[0-9a-f]{64}", target)
+    if is_file and not Path(target).is_file():
         fail(f"{target!r} is neither a media_id (64 hex digits) nor a file", 2, as_json)
+    media_id = sha256_file(Path(target)) if is_file else target
     try:
         index = open_index(settings)
         try:
             record = index.get(media_id)
-            if record is None and media_id != target:
-                # Fingerprinting a file that was never recorded needs the media layer (issue 4).
-                missing("similar FILE", "fingerprints of files not yet recorded", 4, as_json)
-            if record is None:
+            if record is None and not is_file:
                 fail(f"no record {media_id}", 1, as_json)
-            found = similar_records(index, record, radii)
-            records = {f["media_id"]: index.get(f["media_id"]) for f in found}
+            # a recorded file's stored fingerprints are its own: no need to decode it again
+            mine = stored_fingerprint(record) if record else _fingerprint_or_fail(Path(target), settings, as_json)
+            fingerprints = record.fingerprints if record else mine.to_contract()
+            found = find_similar(index, fingerprints, {**DEFAULT_RADIUS, **radii}, mine=mine)
         finally:
             index.close()
     except SearchIndexError as exc:
         fail(str(exc), 1, as_json)
-    items = [{**f, "record": records[f["media_id"]]} for f in found if records[f["media_id"]] is not None]
     if as_json:
-        emit_json({"media_id": media_id, "radius": {**DEFAULT_RADIUS, **radii},
-                   "items": [{**i, "record": i["record"].model_dump(mode="json")} for i in items]})
+        emit_json({"media_id": media_id, "file": target if is_file else None, "recorded": record is not None,
+                   "radius": {**DEFAULT_RADIUS, **radii},
+                   "items": [{"media_id": f.candidate.media_id, "kind": f.candidate.kind,
+                              "distance": f.candidate.distance, "via": f.candidate.via,
+                              "relation": f.match.relation, "matched_fraction": f.match.matched_fraction,
+                              "match_distance": f.match.distance, "record": f.record.model_dump(mode="json")}
+                             for f in found]})
         return
     from rich.table import Table
 
-    table = Table("media_id", "by", "distance", "verdict", "url", title=f"near {media_id[:12]}")
-    for i in items:
-        r = i["record"]
-        table.add_row(r.media_id[:12], i["kind"], str(i["distance"]), r.verdict or "unscored",
+    table = Table("media_id", "relation", "by", "distance", "verdict", "url", title=f"near {media_id[:12]}")
+    for f in found:
+        r = f.record
+        table.add_row(r.media_id[:12], f.match.relation, f"{f.candidate.kind} ({f.candidate.via})",
+                      str(f.candidate.distance), r.verdict or "unscored",
                       r.sightings[0].canonical_url if r.sightings else "")
     Console().print(table)
 
@@ -459,7 +483,7 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
-    runners = {"index": "bench.index", "fingerprint": "bench.fingerprint"}
+    runners = {"index": "bench.index", "fingerprint": "bench.fingerprint", "ingest": "bench.ingest"}
     if name not in runners:
         fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
     import importlib

@@ -106,6 +106,18 @@ class Settings(BaseSettings):
     sources_file: Path | None = None
     health_worker_url: str | None = Field(None, description="the API's /healthz asks it")
     health_crawler_url: str | None = Field(None, description="the API's /healthz asks it")
+    crawler_host_rate: float = Field(
+        1.0, ge=0, description="crawler requests per second to one host name (0: no limit)"
+    )
+    crawler_host_burst: int = Field(5, ge=1, le=1000, description="requests to one host allowed back to back")
+    crawler_retries: int = Field(3, ge=0, le=10, description="retries of a transient fetch failure within a poll")
+    crawler_retry_base_s: float = Field(1.0, gt=0, description="first retry waits about this long, then doubling")
+    crawler_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one fetch")
+    crawler_backoff_max_s: float = Field(
+        3600.0, gt=0, description="a failing source's poll interval doubles per failure up to this (or its interval)"
+    )
+    crawler_robots: bool = Field(True, description="honour robots.txt for page sources")
+    crawler_robots_ttl_s: float = Field(3600.0, gt=0, description="how long a host's robots.txt is kept")
 
     # --- fetching ---------------------------------------------------------------------------
     fetch_max_bytes: int = Field(500 * 1024 * 1024, ge=1)
@@ -171,6 +183,8 @@ class Settings(BaseSettings):
             raise ValueError("store_backend 's3' needs s3_endpoint")
         if self.kafka_heartbeat_s >= self.kafka_session_timeout_s:
             raise ValueError("kafka_heartbeat_s must be below kafka_session_timeout_s")
+        if self.crawler_retry_base_s > self.crawler_retry_max_s:
+            raise ValueError("crawler_retry_base_s must not exceed crawler_retry_max_s")
         return self
 
     @classmethod
@@ -228,6 +242,12 @@ def mask_url_password(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def default_of(name: str) -> Any:
+    """The default ``Settings`` declares for ``name``, without reading the environment or a file: for the
+    option objects of library code (``FingerprintOptions``, ``FetchLimits``), whose defaults are these."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from deepwatch.contracts import Fingerprints
 from deepwatch.media.errors import Corrupt, NotFound, TooLarge, Unsupported
 from deepwatch.media.fingerprint import FingerprintOptions, MediaFingerprint, face_frame_indices, fingerprint_file
-from deepwatch.media.frames import sample_times
+from deepwatch.media.frames import next_sample_after_next_keyframe, open_frames, p_frames_skip_b_frames, sample_times
 from deepwatch.media.hashes import bits_to_hex, content_box, hamming, pdq_pair, phash_pair
 from deepwatch.media.videohash_compat import ffmpeg_slot_times, make_collage, videohash_of_frames, whash_bits
 from deepwatch.settings import load_settings
@@ -181,7 +181,8 @@ def test_video_fingerprint(clips: Clips) -> None:  # noqa: F811
     fp = clips.fingerprint(path)
     assert (fp.kind, fp.width, fp.height) == ("video", 320, 240)
     assert fp.duration == pytest.approx(5.0, abs=0.1)
-    assert fp.decode_mode == "reference-frames"  # x264's default keyframe interval is longer than the clip
+    # x264's default keyframe interval is longer than the clip, and write_video's preset declares one reference
+    assert fp.decode_mode == "p-frames"
     assert fp.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     times = [f.t for f in fp.frames]
     assert times[0] == 0.0 and all(0.5 < b - a < 1.5 for a, b in itertools.pairwise(times))
@@ -224,7 +225,68 @@ def test_dense_keyframes_are_decoded_alone(clips: Clips) -> None:  # noqa: F811
         keys = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
     assert all(min(abs(f.t - (k - keys[0])) for k in keys) < 1e-6 for f in fp.frames)
     never = fingerprint_file(path, settings=load_settings(fingerprint_max_keyframe_gap_s=0, fingerprint_face_frames=0))
-    assert never.decode_mode == "reference-frames"
+    assert never.decode_mode == "p-frames"
+
+
+X264_OPTIONS = b"x264 - core 165 - H.264/MPEG-4 AVC codec - Copyleft 2003-2024 - options: cabac=1 ref=%s deblock=1:0:0 bframes=%s b_pyramid=%s"
+
+
+@pytest.mark.parametrize(
+    ("ref", "bframes", "pyramid", "skip"),
+    [(b"1", b"3", b"2", True), (b"3", b"3", b"2", False), (b"3", b"0", b"0", True), (b"3", b"3", b"0", True),
+     (b"x", b"3", b"2", False)],
+)
+def test_b_frames_are_skipped_only_where_the_encoder_declares_no_p_frame_needs_them(
+    ref: bytes, bframes: bytes, pyramid: bytes, skip: bool
+) -> None:
+    assert p_frames_skip_b_frames(X264_OPTIONS % (ref, bframes, pyramid)) is skip
+    assert p_frames_skip_b_frames(None) is False  # another encoder, or none that says
+    assert p_frames_skip_b_frames(b"x264 - core 165 - no options") is False
+
+
+def test_decoding_stops_before_a_keyframe_only_when_no_sample_is_due_before_it() -> None:
+    keys = [0.0, 4.0, 8.0]
+    assert next_sample_after_next_keyframe(keys, 3.0, 4.0, 0.02)
+    assert not next_sample_after_next_keyframe(keys, 3.0, 3.9, 0.02)
+    # the keyframe just decoded (its frame time a hair below its packet time) is not the next one
+    assert not next_sample_after_next_keyframe(keys, 4.0 - 1e-12, 5.0, 0.02)
+    assert not next_sample_after_next_keyframe(keys, 9.0, 20.0, 0.02)  # no keyframe left: decode to the end
+
+
+def independent_samples(path: Path, skip_frame: str) -> list[tuple[float, np.ndarray]]:
+    """Every frame a plain decode with ``skip_frame`` (and no loop filter) gives, then the 1 s sampler's picks."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"skip_loop_filter": "all"}
+        stream.codec_context.skip_frame = skip_frame
+        rate = float(stream.average_rate)
+        decoded = [(float(f.time), f) for f in container.decode(stream)]
+    start = decoded[0][0]
+    kept = sample_times([t - start for t, _ in decoded], 1.0, 0.5 / rate, lead_s=0.1 + 1 / rate)
+    return [(decoded[i][0] - start, decoded[i][1].reformat(width=64, height=48, format="rgb24",
+                                                          interpolation="AREA").to_ndarray()) for i in kept]
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding", "mode", "skip_frame"),
+    [("plain", {}, "p-frames", "BIDIR"), ("gop10", {"gop": 10}, "p-frames", "BIDIR"),
+     ("medium-preset", {"preset": "medium"}, "reference-frames", "NONREF"),
+     ("medium-preset-gop10", {"preset": "medium", "gop": 10}, "reference-frames", "NONREF")],
+)
+def test_sparse_decoding_gives_exactly_the_frames_of_a_plain_pass(
+    clips: Clips, name: str, encoding: dict, mode: str, skip_frame: str  # noqa: F811
+) -> None:
+    """Skipping B frames and the packets between the last sample and the next keyframe changes no sampled
+    frame: the same instants, the same pixels. (Keyframes every 0.4 s, sampled at 1 s, skip the most.)"""
+    path = clips.get(name, lambda: scene(1), **encoding)
+    header, frames = open_frames(path, interval_s=1.0, max_keyframe_gap_s=0, max_frames=900, max_pixels=2**27)
+    assert header.mode == mode
+    ours = [(f.t, f.rgb(64)) for f in frames]
+    theirs = independent_samples(path, skip_frame)
+    assert [round(t, 6) for t, _ in ours] == [round(t, 6) for t, _ in theirs]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs, strict=True))
 
 
 def test_image_fingerprint_follows_exif_orientation(tmp_path: Path) -> None:
@@ -288,9 +350,13 @@ def test_a_face_cut_by_the_edge_is_left_out(tmp_path: Path) -> None:
     assert len(fingerprint_file(tmp_path / "inside.png").faces) == 1
 
 
-def test_settings_reach_the_fingerprint() -> None:
+def test_settings_reach_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
     options = FingerprintOptions.from_settings(load_settings(fingerprint_face_frames=2, fingerprint_interval_s=0.5))
     assert (options.face_frames, options.interval_s) == (2, 0.5)
+    for name in list(os.environ):
+        if name.startswith("DEEPWATCH_"):
+            monkeypatch.delenv(name)
+    assert FingerprintOptions() == FingerprintOptions.from_settings(load_settings())  # the defaults are the settings'
 
 
 # --- bad input ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ from deepwatch.media.guard import AddressPolicy, checked_addresses
 from deepwatch.media.probe import probe
 from deepwatch.media.proxy import GuardProxy
 from deepwatch.media.urls import canonical_url
-from deepwatch.settings import Settings
+from deepwatch.settings import Settings, default_of
 
 if TYPE_CHECKING:  # the module imports yt-dlp, which fetch() loads only when it runs
     from deepwatch.media.redirects import RedirectLimit
@@ -40,12 +41,18 @@ if TYPE_CHECKING:  # the module imports yt-dlp, which fetch() loads only when it
 log = logging.getLogger(__name__)
 
 
+def _setting(name: str) -> Any:
+    return field(default_factory=partial(default_of, name))
+
+
 @dataclass(frozen=True)
 class FetchLimits:
-    max_bytes: int = 500 * 1024 * 1024
-    max_duration_s: float = 15 * 60
-    timeout_s: float = 120.0
-    max_redirects: int = 5
+    """The limits of one fetch; the defaults are the settings' own."""
+
+    max_bytes: int = _setting("fetch_max_bytes")
+    max_duration_s: float = _setting("fetch_max_duration_s")
+    timeout_s: float = _setting("fetch_timeout_s")
+    max_redirects: int = _setting("fetch_max_redirects")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchLimits:
@@ -103,7 +110,7 @@ def _ffmpeg() -> str | None:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _classify(exc: Exception, proxy: GuardProxy, redirects: RedirectLimit) -> MediaError:
+def classify_failure(exc: Exception, proxy: GuardProxy, redirects: RedirectLimit) -> MediaError:
     """Map a yt-dlp failure to a typed error; a guard or redirect-limit refusal explains any failure it caused."""
     if proxy.refusals:
         return Blocked(proxy.refusals[0])
@@ -184,7 +191,7 @@ def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) 
             raise Timeout(f"fetching {url} took longer than {limits.timeout_s:.0f} s")
         if "error" in result:
             shutil.rmtree(work, ignore_errors=True)
-            raise _classify(result["error"], proxy, redirects)
+            raise classify_failure(result["error"], proxy, redirects)
         if redirects.breaches:
             # yt-dlp carried on past a refused chain (a fallback it could take): the fetch still broke the limit
             shutil.rmtree(work, ignore_errors=True)

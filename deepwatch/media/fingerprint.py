@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from deepwatch.media.hashes import (
     phash,
     phash_pair,
 )
+from deepwatch.settings import default_of
 
 if TYPE_CHECKING:
     from deepwatch.contracts import Fingerprints
@@ -82,15 +84,21 @@ class FaceHash:
     place: tuple[float, float, float, float] | None = None
 
 
+def _setting(name: str) -> Any:
+    return field(default_factory=partial(default_of, name))
+
+
 @dataclass(frozen=True)
 class FingerprintOptions:
-    interval_s: float = 1.0
-    max_frames: int = 900
-    max_keyframe_gap_s: float = 2.0
-    face_frames: int = 6
-    face_confidence: float = 0.8
-    face_input_px: int = 300
-    max_pixels: int = 2**27
+    """What ``fingerprint_file`` reads of the settings; the defaults are the settings' own."""
+
+    interval_s: float = _setting("fingerprint_interval_s")
+    max_frames: int = _setting("fingerprint_max_frames")
+    max_keyframe_gap_s: float = _setting("fingerprint_max_keyframe_gap_s")
+    face_frames: int = _setting("fingerprint_face_frames")
+    face_confidence: float = _setting("fingerprint_face_confidence")
+    face_input_px: int = _setting("fingerprint_face_input_px")
+    max_pixels: int = _setting("media_max_pixels")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FingerprintOptions:

@@ -16,10 +16,10 @@ from pydantic import Field
 
 from deepwatch.contracts import Hints, Part, parse
 from deepwatch.media.errors import Timeout
-from deepwatch.media.fetch import _classify  # the media fetch's mapping of yt-dlp failures to typed errors
+from deepwatch.media.fetch import classify_failure  # the media fetch's mapping of yt-dlp failures to typed errors
 from deepwatch.media.proxy import GuardProxy
 from ingest.fetcher import Fetcher
-from ingest.sources.base import Parsed, Poll, clip
+from ingest.sources.base import Parsed, Poll, SourceContext, clip
 from ingest.state import SourceState
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class YtdlpListingSource:
         self.options = options
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> YtdlpListingSource:
+    def from_config(cls, config: SourceConfig, context: SourceContext | None = None) -> YtdlpListingSource:
         return cls(config.name, parse(YtdlpOptions, config.options))
 
     def list_flat(self, fetch: Fetcher) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class YtdlpListingSource:
                 proxy.close()  # cuts its connections, so the listing thread fails soon
                 raise Timeout(f"listing {self.options.url} took longer than {self.options.timeout_s:.0f} s")
             if "error" in result:
-                raise _classify(result["error"], proxy, redirects)
+                raise classify_failure(result["error"], proxy, redirects)
         return result.get("info") or {}
 
     def poll(self, state: SourceState, fetch: Fetcher) -> Poll:

@@ -56,9 +56,13 @@ def load_sources(path: Path | None) -> SourcesFile:
 
 def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     """Serve health and metrics and run the scheduler until SIGTERM/SIGINT (blocks)."""
+    from prometheus_client import REGISTRY
+
+    from ingest.metrics import CrawlerCollector
     from ingest.producer import UrlPublisher
     from ingest.scheduler import scheduler_for
     from ingest.sources import install
+    from ingest.status import data_dir_id
 
     install()
     config = load_sources(sources_file or settings.sources_file)
@@ -77,14 +81,17 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
             publisher = UrlPublisher(settings.kafka_bootstrap)
         publisher.publish(events)
 
-    scheduler = scheduler_for(settings, config, publish)
+    scheduler = scheduler_for(settings, config, publish, stop)
+    collector = CrawlerCollector(scheduler)
+    REGISTRY.register(collector)
 
     def status() -> dict[str, Any]:
         return {"status": "ok", "part": "crawler", "pid": os.getpid(), "sources": len(config.sources),
-                "by_source": scheduler.status()}
+                "data_dir": data_dir_id(settings.data_dir), "by_source": scheduler.status()}
 
     server = start_health_server("127.0.0.1", settings.crawler_port, status)
-    log.info("crawler running with %d sources; health on port %d", len(config.sources), settings.crawler_port)
+    log.info("crawler running with %d sources; health and metrics on port %d", len(config.sources),
+             settings.crawler_port)
     worker = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
     worker.start()
     try:
@@ -92,6 +99,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     finally:
         worker.join(timeout=30)
         server.shutdown()
-        scheduler.fetcher.close()
+        REGISTRY.unregister(collector)
+        scheduler.fetcher.close()  # type: ignore[attr-defined]
         if publisher is not None:
             publisher.close()

@@ -32,6 +32,17 @@ class SourceState(Part):
     last_error: str | None = None
     last_poll_at: float | None = None
     max_seen: int = Field(DEFAULT_MAX_SEEN, ge=1)
+    # what `deepwatch crawl --status` shows when no crawler runs (times are Unix seconds); the totals
+    # also carry the Prometheus counters across a restart
+    last_success_at: float | None = None
+    next_poll_at: float | None = None
+    backoff_s: float = Field(0.0, ge=0)
+    consecutive_failures: int = Field(0, ge=0)
+    polls: int = Field(0, ge=0)
+    failures: int = Field(0, ge=0)
+    discovered: int = Field(0, ge=0)
+    published: int = Field(0, ge=0)
+    disallowed: int = Field(0, ge=0)
 
     def is_seen(self, item_id: str) -> bool:
         return item_id in self.seen
@@ -58,6 +69,12 @@ class StateStore:
     def path(self, name: Slug) -> Path:
         # source names are slugs (no "/", never starting with "."), so this stays inside the directory
         return self.directory / f"{name}.json"
+
+    def names(self) -> list[str]:
+        """The sources that have saved state here, sorted (temporary files are dot files, skipped)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.json") if not p.name.startswith("."))
 
     def load(self, name: Slug) -> SourceState:
         """The saved state, or a fresh one when there is none or it cannot be read (logged, not raised)."""

@@ -1,8 +1,10 @@
 """The crawler process end to end: `deepwatch crawl` polls a feed on a local HTTP server and a URL
-file, and the events land in the real broker keyed by canonical URL; SIGTERM stops it cleanly."""
+file, and the events land in the real broker keyed by canonical URL; its /metrics and
+`deepwatch crawl --status` report them; SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -100,6 +102,26 @@ def test_crawl_publishes_what_its_sources_find(kafka_bootstrap: str, feed_url: s
                 time.sleep(0.2)
         assert set(status["by_source"]) == {"local-feed", "batch"}
         assert all(s["last_error"] is None for s in status["by_source"].values()), status
+
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'deepwatch_crawler_published_total{source="local-feed"} 2.0' in metrics
+        assert 'deepwatch_crawler_published_total{source="batch"} 1.0' in metrics
+        assert 'deepwatch_crawler_seconds_since_last_success{source="batch"}' in metrics
+
+        # `crawl --status` finds the running crawler on its port, and checks it uses this data directory
+        probe = subprocess.run(
+            [sys.executable, "-m", "deepwatch", "crawl", "--status", "--json", "--data-dir", str(tmp_path / "data")],
+            env=env, capture_output=True, timeout=60,
+        )
+        assert probe.returncode == 0, probe.stderr.decode()
+        live = json.loads(probe.stdout)
+        assert live["running"] is True and live["pid"] == process.pid
+        assert live["sources"]["local-feed"]["published"] == 2 and live["sources"]["batch"]["discovered"] == 1
+        other = subprocess.run(
+            [sys.executable, "-m", "deepwatch", "crawl", "--status", "--json", "--data-dir", str(tmp_path / "other")],
+            env=env, capture_output=True, timeout=60,
+        )
+        assert json.loads(other.stdout)["running"] is False  # another data directory's crawler is not ours
     finally:
         process.send_signal(signal.SIGTERM)
         try:

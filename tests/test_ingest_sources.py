@@ -10,9 +10,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,74 +28,7 @@ from ingest.sources.pages import PageOptions, PageSource
 from ingest.sources.reddit import RedditOptions, RedditSource
 from ingest.sources.ytdlp_listing import YtdlpListingSource, YtdlpOptions
 from ingest.state import StateStore
-
-LOOPBACK = AddressPolicy.from_networks(["127.0.0.0/8"])
-
-
-@dataclass
-class Site:
-    """A loopback web server; ``routes`` maps a request path (with query) to (status, type, body, headers)."""
-
-    base: str
-    routes: dict[str, tuple[int, str, bytes, dict[str, str]]] = field(default_factory=dict)
-    hits: list[str] = field(default_factory=list)
-
-    def put(self, path: str, body: bytes | str, ctype: str = "text/html", status: int = 200, **headers: str) -> None:
-        self.routes[path] = (status, ctype, body.encode() if isinstance(body, str) else body, headers)
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    holder: list[Site] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            s = holder[0]
-            s.hits.append(self.path)
-            status, ctype, body, headers = s.routes.get(self.path, (404, "text/plain", b"no", {}))
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(Site(base=f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def fetcher() -> Iterator[GuardedFetcher]:
-    with GuardedFetcher.from_settings(load_settings(fetch_allow_networks="127.0.0.0/8")) as f:
-        yield f
-
-
-class Published:
-    def __init__(self) -> None:
-        self.events: list[UrlDiscovered] = []
-
-    def __call__(self, events: list[UrlDiscovered]) -> None:
-        self.events += events
-
-    def urls(self) -> list[str]:
-        return [e.url for e in self.events]
-
-
-def _rss(*items: tuple[str, str]) -> str:
-    body = "".join(f"<item><title>{t}</title><link>{link}</link>"
-                   f'<enclosure url="{link}.mp4" type="video/mp4"/></item>' for t, link in items)
-    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>c</title>{body}</channel></rss>'
+from tests.ingest_support import LOOPBACK, Published, Site, rss
 
 
 def _restart(tmp_path: Path, fetcher: GuardedFetcher, source: object) -> tuple[Scheduler, Published]:
@@ -110,7 +40,7 @@ def _restart(tmp_path: Path, fetcher: GuardedFetcher, source: object) -> tuple[S
 
 
 def test_feed_finds_exactly_its_urls_and_survives_restart(site: Site, fetcher: GuardedFetcher, tmp_path: Path) -> None:
-    site.put("/feed.xml", _rss(("one", "/v/1"), ("two", "https://vimeo.com/76979871")), "application/rss+xml")
+    site.put("/feed.xml", rss(("one", "/v/1"), ("two", "https://vimeo.com/76979871")), "application/rss+xml")
     source = FeedSource("feed", FeedOptions(url=f"{site.base}/feed.xml"))
     scheduler, published = _restart(tmp_path, fetcher, source)
     scheduler.poll_once("feed")
@@ -123,7 +53,7 @@ def test_feed_finds_exactly_its_urls_and_survives_restart(site: Site, fetcher: G
     scheduler.poll_once("feed")
     assert published.urls() == []  # nothing replayed after the restart
 
-    site.put("/feed.xml", _rss(("three", "/v/3"), ("one", "/v/1")), "application/rss+xml")
+    site.put("/feed.xml", rss(("three", "/v/3"), ("one", "/v/1")), "application/rss+xml")
     scheduler.poll_once("feed")
     assert published.urls() == [f"{site.base}/v/3", f"{site.base}/v/3.mp4"]
 
@@ -206,7 +136,7 @@ def test_file_source_resumes_at_its_offset(fetcher: GuardedFetcher, tmp_path: Pa
 
 def test_ytdlp_listing_newest_first_stops_at_seen(site: Site, fetcher: GuardedFetcher, tmp_path: Path) -> None:
     # yt-dlp's generic extractor lists an RSS feed as a playlist: a real flat listing without the internet
-    site.put("/channel.rss", _rss(("two", "/v/2"), ("one", "/v/1")), "application/rss+xml")
+    site.put("/channel.rss", rss(("two", "/v/2"), ("one", "/v/1")), "application/rss+xml")
     source = YtdlpListingSource("chan", YtdlpOptions(url=f"{site.base}/channel.rss", timeout_s=60))
     scheduler, published = _restart(tmp_path, fetcher, source)
     scheduler.poll_once("chan")
@@ -214,14 +144,14 @@ def test_ytdlp_listing_newest_first_stops_at_seen(site: Site, fetcher: GuardedFe
     assert published.urls() == [f"{site.base}/v/2.mp4", f"{site.base}/v/1.mp4"]
     assert published.events[0].hints is not None and published.events[0].hints.title == "two"
 
-    site.put("/channel.rss", _rss(("four", "/v/4"), ("three", "/v/3"), ("two", "/v/2"), ("one", "/v/1")))
+    site.put("/channel.rss", rss(("four", "/v/4"), ("three", "/v/3"), ("two", "/v/2"), ("one", "/v/1")))
     scheduler, published = _restart(tmp_path, fetcher, source)
     scheduler.poll_once("chan")
     assert published.urls() == [f"{site.base}/v/4.mp4", f"{site.base}/v/3.mp4"]
     assert StateStore.in_data_dir(tmp_path).load("chan").cursor == f"{site.base}/v/4.mp4"
 
     # newest first: the listing stops at the first seen entry, even if an older unseen one follows it
-    site.put("/channel.rss", _rss(("five", "/v/5"), ("four", "/v/4"), ("zero", "/v/0")))
+    site.put("/channel.rss", rss(("five", "/v/5"), ("four", "/v/4"), ("zero", "/v/0")))
     scheduler.poll_once("chan")
     assert published.urls()[2:] == [f"{site.base}/v/5.mp4"]
 
@@ -234,7 +164,7 @@ def test_ytdlp_listing_newest_first_stops_at_seen(site: Site, fetcher: GuardedFe
 
 
 def test_broken_sources_are_isolated_and_report_errors(site: Site, fetcher: GuardedFetcher, tmp_path: Path) -> None:
-    site.put("/good.xml", _rss(("ok", "/v/ok")), "application/rss+xml")
+    site.put("/good.xml", rss(("ok", "/v/ok")), "application/rss+xml")
     site.put("/boom.xml", "server error", status=500)
     site.put("/garbage.xml", b"\x00\x01<rss><item>", "application/rss+xml")
     published = Published()
@@ -263,7 +193,7 @@ def test_broken_sources_are_isolated_and_report_errors(site: Site, fetcher: Guar
 
 
 def test_publish_failure_keeps_items_for_the_next_poll(site: Site, fetcher: GuardedFetcher, tmp_path: Path) -> None:
-    site.put("/feed.xml", _rss(("one", "/v/1")), "application/rss+xml")
+    site.put("/feed.xml", rss(("one", "/v/1")), "application/rss+xml")
 
     def failing(events: list[UrlDiscovered]) -> None:
         raise RuntimeError("broker down")
@@ -279,7 +209,7 @@ def test_publish_failure_keeps_items_for_the_next_poll(site: Site, fetcher: Guar
 
 
 def test_guard_refuses_loopback_unless_allowed(site: Site) -> None:
-    site.put("/feed.xml", _rss(("one", "/v/1")))
+    site.put("/feed.xml", rss(("one", "/v/1")))
     with GuardedFetcher(AddressPolicy()) as closed, pytest.raises(Blocked, match="loopback"):
         closed.get(f"{site.base}/feed.xml")
     assert site.hits == []  # refused before any connection

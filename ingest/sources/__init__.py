@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ingest.sources.base import Found, Parsed, Poll, Source, SourceError, make_found, new_only
+from ingest.sources.base import Found, Parsed, Poll, Source, SourceContext, SourceError, make_found, new_only
 from ingest.sources.feeds import FeedSource
 from ingest.sources.files import FileSource
 from ingest.sources.pages import PageSource
@@ -22,9 +22,10 @@ from ingest.sources.ytdlp_listing import YtdlpListingSource
 if TYPE_CHECKING:
     from ingest.crawler import SourceConfig
 
-__all__ = ["KINDS", "Found", "Parsed", "Poll", "Source", "SourceError", "build", "install", "make_found", "new_only"]
+__all__ = ["KINDS", "Found", "Parsed", "Poll", "Source", "SourceContext", "SourceError", "build", "install",
+           "make_found", "new_only"]
 
-KINDS: dict[str, Callable[[SourceConfig], Source]] = {
+KINDS: dict[str, Callable[[SourceConfig, SourceContext | None], Source]] = {
     "feed": FeedSource.from_config,
     "reddit": RedditSource.from_config,
     "page": PageSource.from_config,
@@ -41,6 +42,6 @@ def install(kinds: dict[str, Any] | None = None) -> dict[str, Any]:
     return kinds
 
 
-def build(config: SourceConfig) -> Source:
+def build(config: SourceConfig, context: SourceContext | None = None) -> Source:
     """The source a config describes; raises ``ContractError`` for bad options, ``KeyError`` for an unknown kind."""
-    return KINDS[config.kind](config)
+    return KINDS[config.kind](config, context)

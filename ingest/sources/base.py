@@ -14,6 +14,7 @@ from deepwatch.contracts import Hints
 from deepwatch.media.errors import MediaError
 from deepwatch.media.urls import canonical_url
 from ingest.fetcher import Fetcher
+from ingest.robots import RobotsCache
 from ingest.state import SourceState
 
 
@@ -37,13 +38,21 @@ class Parsed:
     found: list[Found] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     next_cursor: str | None = None
+    # the ids in ``found``: a set, because a file source may hold a hundred thousand lines
+    _ids: set[str] = field(default_factory=set, repr=False)
 
     def add(self, url: str | None, base: str | None = None, hints: Hints | None = None) -> None:
         """Add ``url`` (resolved against ``base``) or note why it was dropped; repeats are ignored."""
         item = make_found(url, base, hints)
         if isinstance(item, str):
             self.dropped.append(item)
-        elif all(f.id != item.id for f in self.found):
+        else:
+            self.keep(item)
+
+    def keep(self, item: Found) -> None:
+        """Add an item unless one with its id is already there."""
+        if item.id not in self._ids:
+            self._ids.add(item.id)
             self.found.append(item)
 
 
@@ -54,6 +63,15 @@ class Poll:
     found: list[Found]
     state: SourceState
     dropped: list[str] = field(default_factory=list)
+    disallowed: list[str] = field(default_factory=list)  # URLs robots.txt kept the crawler from
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What the crawler hands every source it builds: one robots.txt cache for all page sources
+    (None when ``crawler_robots`` is off)."""
+
+    robots: RobotsCache | None = field(default_factory=RobotsCache)
 
 
 class Source(Protocol):
@@ -79,7 +97,8 @@ def make_found(url: str | None, base: str | None = None, hints: Hints | None = N
 
 def new_only(parsed: Parsed, state: SourceState, cursor: str | None = None) -> Poll:
     """The unseen part of ``parsed`` and the state that remembers it."""
-    fresh = [f for f in parsed.found if not state.is_seen(f.id)]
+    seen = set(state.seen)
+    fresh = [f for f in parsed.found if f.id not in seen]
     new_state = state.with_seen(f.id for f in fresh)
     if cursor is not None:
         new_state = new_state.model_copy(update={"cursor": cursor})

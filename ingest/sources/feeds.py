@@ -17,7 +17,7 @@ from pydantic import Field
 
 from deepwatch.contracts import Hints, Part, parse
 from ingest.fetcher import Fetcher
-from ingest.sources.base import Parsed, Poll, SourceError, clip, new_only
+from ingest.sources.base import Parsed, Poll, SourceContext, SourceError, clip, new_only
 from ingest.state import SourceState
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class FeedSource:
         self.options = options
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> FeedSource:
+    def from_config(cls, config: SourceConfig, context: SourceContext | None = None) -> FeedSource:
         return cls(config.name, parse(FeedOptions, config.options))
 
     def poll(self, state: SourceState, fetch: Fetcher) -> Poll:

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from deepwatch.contracts import Hints, Part, parse
 from ingest.fetcher import Fetcher
-from ingest.sources.base import Parsed, Poll, SourceError, new_only
+from ingest.sources.base import Parsed, Poll, SourceContext, SourceError, new_only
 from ingest.state import SourceState
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class FileSource:
         self.stdin = stdin
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> FileSource:
+    def from_config(cls, config: SourceConfig, context: SourceContext | None = None) -> FileSource:
         return cls(config.name, parse(FileOptions, config.options))
 
     def poll(self, state: SourceState, fetch: Fetcher) -> Poll:

@@ -10,6 +10,7 @@ or sitemap index with the same DTD-refusing XML reader as feeds.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
@@ -20,7 +21,8 @@ from deepwatch.contracts import Part, parse
 from deepwatch.media.errors import MediaError
 from deepwatch.media.urls import platform_of
 from ingest.fetcher import Fetcher
-from ingest.sources.base import Parsed, Poll, SourceError, new_only
+from ingest.robots import RobotsCache
+from ingest.sources.base import Parsed, Poll, SourceContext, SourceError, new_only
 from ingest.sources.feeds import safe_xml
 from ingest.state import SourceState
 
@@ -121,22 +123,33 @@ class PageOptions(Part):
     min_size: int = Field(200, ge=1, description="smallest width and height of an <img> that counts")
     max_depth: int = Field(2, ge=0, le=5, description="nested sitemap indexes followed")
     max_pages: int = Field(50, ge=1, le=1000)
+    robots: bool = Field(True, description="honour robots.txt (also needs the crawler_robots setting)")
 
 
 class PageSource:
-    def __init__(self, name: str, options: PageOptions) -> None:
+    def __init__(self, name: str, options: PageOptions, robots: RobotsCache | None = None) -> None:
         if not options.urls and not options.sitemap:
             raise SourceError("a page source needs urls or a sitemap")
         self.name = name
         self.options = options
+        self.robots = robots if options.robots else None
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> PageSource:
-        return cls(config.name, parse(PageOptions, config.options))
+    def from_config(cls, config: SourceConfig, context: SourceContext | None = None) -> PageSource:
+        context = context or SourceContext()
+        return cls(config.name, parse(PageOptions, config.options), context.robots)
 
-    def pages(self, fetch: Fetcher, dropped: list[str]) -> list[str]:
+    def _allowed(self, url: str, fetch: Fetcher, crawl: _Crawl) -> bool:
+        refusal = self.robots.refusal(url, fetch) if self.robots is not None else None
+        if refusal is not None:
+            crawl.disallowed.append(url)
+            crawl.parsed.dropped.append(f"{url}: {refusal}")
+        return refusal is None
+
+    def pages(self, fetch: Fetcher, crawl: _Crawl) -> list[str]:
         """The configured pages, then the sitemap's pages on the sitemap's own host, up to ``max_pages``."""
         pages = list(self.options.urls)
+        dropped = crawl.parsed.dropped
         if self.options.sitemap:
             host = host_of(self.options.sitemap)
             queue, done = [(self.options.sitemap, 0)], set()
@@ -145,6 +158,8 @@ class PageSource:
                 if sitemap in done:
                     continue
                 done.add(sitemap)
+                if not self._allowed(sitemap, fetch, crawl):
+                    continue
                 found, nested = parse_sitemap(fetch.get(sitemap).body)
                 for url in found + nested:
                     if host_of(url) != host:
@@ -157,8 +172,9 @@ class PageSource:
         return list(dict.fromkeys(pages))[: self.options.max_pages]
 
     def poll(self, state: SourceState, fetch: Fetcher) -> Poll:
-        combined = Parsed()
-        pages = self.pages(fetch, combined.dropped)
+        crawl = _Crawl()
+        combined = crawl.parsed
+        pages = [p for p in self.pages(fetch, crawl) if self._allowed(p, fetch, crawl)]
         errors = []
         for page in pages:
             try:
@@ -169,9 +185,18 @@ class PageSource:
             parsed = parse_page(decode(resp.body, resp.content_type), resp.url, self.options.min_size)
             combined.dropped += parsed.dropped
             for item in parsed.found:
-                if all(f.id != item.id for f in combined.found):
-                    combined.found.append(item)
+                combined.keep(item)
         if errors and len(errors) == len(pages):
             raise SourceError(f"every page failed: {errors[0]}")
         combined.dropped += errors
-        return new_only(combined, state)
+        poll = new_only(combined, state)
+        poll.disallowed = crawl.disallowed
+        return poll
+
+
+@dataclass
+class _Crawl:
+    """One poll's findings so far, and the URLs robots.txt kept it from."""
+
+    parsed: Parsed = field(default_factory=Parsed)
+    disallowed: list[str] = field(default_factory=list)

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from deepwatch.contracts import Hints, Part, parse
 from ingest.fetcher import Fetcher
-from ingest.sources.base import Parsed, Poll, SourceError, clip, new_only
+from ingest.sources.base import Parsed, Poll, SourceContext, SourceError, clip, new_only
 from ingest.state import SourceState
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class RedditSource:
         self.options = options
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> RedditSource:
+    def from_config(cls, config: SourceConfig, context: SourceContext | None = None) -> RedditSource:
         return cls(config.name, parse(RedditOptions, config.options))
 
     def page_url(self, after: str | None) -> str:
@@ -94,8 +94,7 @@ class RedditSource:
             page = parse_listing(fetch.get(self.page_url(after)).body)
             combined.dropped += page.dropped
             for item in page.found:
-                if all(f.id != item.id for f in combined.found):
-                    combined.found.append(item)
+                combined.keep(item)
             after = page.next_cursor
             if not after or any(state.is_seen(f.id) for f in page.found):
                 break

@@ -1,0 +1,47 @@
+"""Which partition a key goes to: Kafka's default partitioner, computed here once per event.
+
+Same formula as the Java client and kafka-python's ``DefaultPartitioner`` (murmur2 of the key bytes,
+sign bit cleared, modulo the partition count), so an event we place ourselves lands where any other
+producer of the same canonical URL (``deepwatch submit``, the API) puts it. Reading the key four
+bytes at a time with ``struct`` makes this about twice as fast as kafka-python's byte-indexing
+version, and passing the partition to ``send`` skips that partitioner's per-record sorting of the
+partition list: together a measurable share of the publish path.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (unsigned 32-bit result), as ``kafka.partitioner.default.murmur2``."""
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    words = length // 4
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        rest = data[length - tail :]
+        if tail >= 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition (0 .. partitions-1) the default partitioner picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -14,9 +14,10 @@ The record itself is stored as its JSON (``docs.doc``); everything else exists t
 - ``timings`` for the dashboard's per-stage percentiles;
 - ``media_text``, an FTS5 table over titles, uploaders, post text and URLs, plus filter tags;
 - ``urls`` maps canonical URLs to records; ``reviews`` is the audit trail of human reviews;
-- ``hashes`` every perceptual hash. Near-duplicate search runs on an in-memory multi-index
-  (``storage.hamming_memory``) loaded from it on first use and caught up before every query from
-  the rows appended since (``hashes.id`` only grows), then checked against the table.
+- ``hashes`` every perceptual hash, one row per record and kind (the raw hash bytes back to back).
+  Near-duplicate search runs on an in-memory multi-index (``storage.hamming_memory``) loaded from
+  it on first use and caught up before every query from the rows appended since (``hashes.id``
+  only grows), then checked against the table.
 
 Search input arrives as a validated :class:`storage.query.SearchQuery`; the SQL below is fixed
 text, and every value travels as a parameter (lists as one JSON parameter, read by ``json_each``).
@@ -25,6 +26,7 @@ text, and every value travels as a parameter (lists as one JSON parameter, read 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sqlite3
 import threading
@@ -57,7 +59,7 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
@@ -68,9 +70,19 @@ _SCHEMA = [
     # dashboard's counts by platform, ``sources`` the in-memory mirror (storage.search_memory);
     # ``detectors`` (a JSON object, name: P(fake)) is the exact check behind the score-bucket tags
     # (see _detector_tag). Filtering by any of them goes through FTS.
+    #
+    # Records arrive in random media_id (sha256) and score order, so an index on either gets its
+    # inserts spread over the whole B-tree: at a million records nearly every insert dirties a page
+    # of its own, which the WAL then writes whole (4 KB for an entry of a few bytes). Those two
+    # indexes were 70 % of the bytes a bulk write wrote. Both are therefore kept narrow: ``mkey``
+    # (the media_id's first 64 bits) instead of the 64-character id, in the lookup index and in the
+    # score index; mkeys sort as their ids do, and the rare tie (a shared mkey) is told apart by
+    # reading the row. Records arrive roughly in first_seen order, so the time index keeps the id
+    # (its inserts are appends).
     """CREATE TABLE IF NOT EXISTS media (
         seq INTEGER PRIMARY KEY,
-        media_id TEXT NOT NULL UNIQUE,
+        mkey INTEGER NOT NULL,
+        media_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         verdict TEXT NOT NULL,
         score REAL,
@@ -84,7 +96,8 @@ _SCHEMA = [
         detectors TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, media_id)",
+    "CREATE INDEX IF NOT EXISTS media_by_key ON media (mkey)",
+    "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, mkey)",
     "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
     "CREATE INDEX IF NOT EXISTS media_last_seen ON media (last_seen)",
     # No index on verdict, kind, dedup or review: a handful of values each, so an index would not
@@ -103,11 +116,16 @@ _SCHEMA = [
     # FTS5 writes new segments and merges them later, so tags cost no random B-tree inserts.
     """CREATE VIRTUAL TABLE IF NOT EXISTS media_text
        USING fts5(body, tags, tokenize = 'unicode61', detail = column, columnsize = 0)""",
-    "CREATE TABLE IF NOT EXISTS urls (canonical_url TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
-    # AUTOINCREMENT: ids are never reused, so "rows after id N" is exactly what is new.
+    # Canonical URLs are as random as media ids, so the lookup index holds a 64-bit hash of each
+    # (``ukey``, see _ukey) rather than the URL; the row has the URL to check.
+    "CREATE TABLE IF NOT EXISTS urls (ukey INTEGER NOT NULL, canonical_url TEXT NOT NULL, seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS urls_by_key ON urls (ukey)",
+    # AUTOINCREMENT: ids are never reused, so "rows after id N" is exactly what is new. ``packed``
+    # holds a record's hashes of one kind as raw bytes back to back: one row instead of one per
+    # hash, and half the bytes of hex, was a fifth of the cost of a bulk write.
     """CREATE TABLE IF NOT EXISTS hashes (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        seq INTEGER NOT NULL, kind TEXT NOT NULL, hash TEXT NOT NULL
+        seq INTEGER NOT NULL, kind TEXT NOT NULL, packed BLOB NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS hashes_seq ON hashes (seq, kind)",
     """CREATE TABLE IF NOT EXISTS reviews (
@@ -139,6 +157,20 @@ def _json_list(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+def _mkey(media_id: str) -> int | None:
+    """The media_id's first 64 bits as a signed int64 (SQLite's integer); None for a string that
+    cannot be a media id (lookups take ids from users), which then simply matches nothing."""
+    try:
+        return int(media_id[:16], 16) - (1 << 63) if len(media_id) == 64 else None
+    except ValueError:
+        return None
+
+
+def _ukey(url: str) -> int:
+    """64 bits of a URL's BLAKE2b, as a signed int64: the key of the ``urls`` lookup index."""
+    return int.from_bytes(hashlib.blake2b(url.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def _verdict(record: MediaRecord) -> str:
     return record.verdict or "unscored"
 
@@ -160,23 +192,59 @@ def _bucket(p_fake: float) -> int:
     return min(int(p_fake * DETECTOR_BUCKETS), DETECTOR_BUCKETS - 1)
 
 
-def _tags(record: MediaRecord) -> str:
+def _tags(record: MediaRecord, platforms: tuple[str, ...], sources: tuple[str, ...]) -> str:
+    """The record's filter tags; ``platforms`` and ``sources`` are its :func:`_platforms_sources`."""
+    tags = _facet_tags(_verdict(record), platforms, sources, record.kind, record.dedup, _review(record))
+    if record.detectors:
+        tags += _detector_tags(tuple(sorted((name, _bucket(d.p_fake)) for name, d in record.detectors.items())))
+    return tags
+
+
+@functools.lru_cache(maxsize=65_536)
+def _detector_tags(buckets: tuple[tuple[str, int], ...]) -> str:
+    return "".join(" " + _detector_tag(name, bucket) for name, bucket in buckets)
+
+
+def _platforms_sources(record: MediaRecord) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (
+        tuple(sorted({s.platform for s in record.sightings})),
+        tuple(sorted({s.source for s in record.sightings})),
+    )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _facet_tags(
+    verdict: str, platforms: tuple[str, ...], sources: tuple[str, ...], kind: str, dedup: str, review: str
+) -> str:
+    # Cached: a handful of combinations recur across every write of a bulk load.
     values = {
-        "verdict": {_verdict(record)},
-        "platform": {s.platform for s in record.sightings},
-        "source": {s.source for s in record.sightings},
-        "kind": {record.kind},
-        "dedup": {record.dedup},
-        "review": {_review(record)},
+        "verdict": (verdict,),
+        "platform": platforms,
+        "source": sources,
+        "kind": (kind,),
+        "dedup": (dedup,),
+        "review": (review,),
     }
-    tags = [_tag(field, v) for field, vs in values.items() for v in sorted(vs)]
-    tags += [_detector_tag(name, _bucket(d.p_fake)) for name, d in sorted(record.detectors.items())]
-    return " ".join(tags)
+    return " ".join(_tag(field, v) for field, vs in values.items() for v in vs)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _json_of_list(values: tuple[str, ...]) -> str:
+    return _json(values)
 
 
 def _json(value: Any) -> str:
     # pydantic-core's encoder: several times faster than the json module on the write path.
     return pydantic_core.to_json(value).decode()
+
+
+def _hash_rows(record: MediaRecord, seq: int) -> list[tuple[int, str, bytes]]:
+    """``(seq, kind, packed)`` for each kind the record has hashes of (hex validated by the contract)."""
+    return [
+        (seq, kind, bytes.fromhex("".join(hexes)))
+        for kind in HASH_KINDS
+        if (hexes := record_hashes(record, kind))
+    ]
 
 
 def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
@@ -230,11 +298,15 @@ def _ranges(query: SearchQuery) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def _selection(query: SearchQuery, snapshot: int | None, *, by_sort_index: bool = False) -> tuple[str, list[Any]]:
+def _selection(
+    query: SearchQuery, snapshot: int | None, *, by_sort_index: str | None = None
+) -> tuple[str, list[Any]]:
     """``FROM … WHERE …`` selecting the records of ``query`` (written up to ``snapshot``).
 
     With an FTS expression the match drives the join (CROSS JOIN fixes that order), unless
-    ``by_sort_index``: then ``media`` is walked in sort order and the matches are a set it probes."""
+    ``by_sort_index`` names an index: then ``media`` is walked along it and the matches are a set it
+    probes. (Named, because SQLite's planner, seeing the ``seq`` range, would rather scan by rowid and
+    sort everything when the index covers the ORDER BY only up to its last column.)"""
     fts = _fts_expression(query)
     clauses, params = _ranges(query)
     if snapshot is not None:
@@ -246,7 +318,8 @@ def _selection(query: SearchQuery, snapshot: int | None, *, by_sort_index: bool 
     if fts is not None:
         clauses.append("m.seq IN (SELECT rowid FROM media_text WHERE media_text MATCH ?)")
         params.append(fts)
-    return f"FROM media m WHERE {' AND '.join(clauses) or '1'}", params
+    indexed = f" INDEXED BY {by_sort_index}" if by_sort_index else ""
+    return f"FROM media m{indexed} WHERE {' AND '.join(clauses) or '1'}", params
 
 
 class SqliteIndex:
@@ -337,12 +410,13 @@ class SqliteIndex:
     # --- rows -------------------------------------------------------------------------------
     @staticmethod
     def _load_many(conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
+        wanted = set(media_ids)
         rows = conn.execute(
             """SELECT m.media_id, m.seq, d.doc FROM media m JOIN docs d ON d.seq = m.seq
-               WHERE m.media_id IN (SELECT value FROM json_each(?))""",
-            (json.dumps(list(media_ids)),),
+               WHERE m.mkey IN (SELECT value FROM json_each(?))""",
+            (json.dumps([key for mid in wanted if (key := _mkey(mid)) is not None]),),
         ).fetchall()
-        return {mid: (seq, MediaRecord.model_validate_json(doc)) for mid, seq, doc in rows}
+        return {mid: (seq, MediaRecord.model_validate_json(doc)) for mid, seq, doc in rows if mid in wanted}
 
     @classmethod
     def _load(cls, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
@@ -361,16 +435,20 @@ class SqliteIndex:
         retexted: list[int] = []
         rehashed: list[int] = []
         gone_timings: list[tuple[str, float, int]] = []
-        new: dict[str, list[tuple[Any, ...]]] = {"timings": [], "urls": [], "hashes": []}
+        new: dict[str, list[tuple[Any, ...]]] = {"timings": [], "hashes": []}
+        urls: dict[str, int] = {}  # canonical URL -> the seq it points at after this batch
         for write in writes:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
-            # Defaults left out (a third of the bytes); reading fills them back in.
-            docs.append((seq, record.model_dump_json(exclude_defaults=True)))
+            # Fields never set left out (a third of the bytes); reading fills their defaults back in.
+            # (exclude_defaults would also drop fields set to their default, for 30 % more time.)
+            docs.append((seq, record.model_dump_json(exclude_unset=True)))
+            platforms, sources = _platforms_sources(record)
             rows.append(
                 (
                     seq,
+                    _mkey(record.media_id),
                     record.media_id,
                     record.kind,
                     _verdict(record),
@@ -380,8 +458,8 @@ class SqliteIndex:
                     _review(record),
                     record.first_seen.timestamp(),
                     record.last_seen.timestamp(),
-                    _json(sorted({s.platform for s in record.sightings})),
-                    _json(sorted({s.source for s in record.sightings})),
+                    _json_of_list(platforms),
+                    _json_of_list(sources),
                     _json({name: d.p_fake for name, d in record.detectors.items()}),
                 )
             )
@@ -389,17 +467,18 @@ class SqliteIndex:
             before = set() if old is None else _timing_rows(old, seq)
             gone_timings += before - timings
             new["timings"] += timings - before
-            text = (seq, searchable_text(record), _tags(record))
-            if old is None or text != (seq, searchable_text(old), _tags(old)):
+            text = (seq, searchable_text(record), _tags(record, platforms, sources))
+            if old is None or text != (seq, searchable_text(old), _tags(old, *_platforms_sources(old))):
                 if old is not None:
                     retexted.append(seq)
                 texts.append(text)
-            # A URL serving new bytes (an edited post) points at the newest record written for it.
-            new["urls"] += [(s.canonical_url, seq) for s in record.sightings]
+            # A URL serving new bytes (an edited post) points at the record that gained it last.
+            known = set() if old is None else {s.canonical_url for s in old.sightings}
+            urls.update((s.canonical_url, seq) for s in record.sightings if s.canonical_url not in known)
             if old is None or old.fingerprints != record.fingerprints:
                 if old is not None:
                     rehashed.append(seq)
-                new["hashes"] += [(seq, kind, h) for kind in HASH_KINDS for h in record_hashes(record, kind)]
+                new["hashes"] += _hash_rows(record, seq)
         conn.executemany("DELETE FROM timings WHERE stage = ? AND seconds = ? AND seq = ?", gone_timings)
         conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(w.seq,) for w in writes if w.old is not None])
         if retexted:
@@ -409,9 +488,9 @@ class SqliteIndex:
         if rehashed:
             conn.execute("DELETE FROM hashes WHERE seq IN (SELECT value FROM json_each(?))", (json.dumps(rehashed),))
         conn.executemany(
-            """INSERT INTO media (seq, media_id, kind, verdict, score, score_sort, dedup, review,
+            """INSERT INTO media (seq, mkey, media_id, kind, verdict, score, score_sort, dedup, review,
                                   first_seen, last_seen, platforms, sources, detectors)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (seq) DO UPDATE SET
                  kind = excluded.kind, verdict = excluded.verdict,
                  score = excluded.score, score_sort = excluded.score_sort, dedup = excluded.dedup,
@@ -422,12 +501,10 @@ class SqliteIndex:
         conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", new["timings"])
         conn.executemany("INSERT OR REPLACE INTO docs (seq, doc) VALUES (?, ?)", docs)
         conn.executemany("INSERT INTO media_text (rowid, body, tags) VALUES (?, ?, ?)", texts)
-        conn.executemany(
-            """INSERT INTO urls (canonical_url, seq) VALUES (?, ?)
-               ON CONFLICT (canonical_url) DO UPDATE SET seq = excluded.seq WHERE seq != excluded.seq""",
-            new["urls"],
-        )
-        conn.executemany("INSERT INTO hashes (seq, kind, hash) VALUES (?, ?, ?)", new["hashes"])
+        url_rows = [(_ukey(url), url, seq) for url, seq in urls.items()]
+        conn.executemany("DELETE FROM urls WHERE ukey = ? AND canonical_url = ?", [row[:2] for row in url_rows])
+        conn.executemany("INSERT INTO urls (ukey, canonical_url, seq) VALUES (?, ?, ?)", url_rows)
+        conn.executemany("INSERT INTO hashes (seq, kind, packed) VALUES (?, ?, ?)", new["hashes"])
 
     # --- SearchIndex: writes ----------------------------------------------------------------
     def upsert(self, record: MediaRecord) -> MediaRecord:
@@ -491,7 +568,9 @@ class SqliteIndex:
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT d.doc FROM urls u JOIN docs d ON d.seq = u.seq WHERE u.canonical_url = ?", (url,)
+                """SELECT d.doc FROM urls u JOIN docs d ON d.seq = u.seq
+                   WHERE u.ukey = ? AND u.canonical_url = ?""",
+                (_ukey(url), url),
             ).fetchone()
             return None if row is None else MediaRecord.model_validate_json(row[0])
 
@@ -518,11 +597,14 @@ class SqliteIndex:
             memory = HashMemoryIndex(spec.bits, max_keys=self._max_keys)
             self._memory[kind], self._memory_upto[kind] = memory, 0
         rows = conn.execute(
-            "SELECT id, seq, hash FROM hashes WHERE id > ? AND kind = ? ORDER BY id", (self._memory_upto[kind], kind)
+            "SELECT id, seq, packed FROM hashes WHERE id > ? AND kind = ? ORDER BY id", (self._memory_upto[kind], kind)
         ).fetchall()
         if rows:
-            ids, seqs, hexes = zip(*rows, strict=True)
-            memory.add(words_of(list(hexes), spec.bits), np.array(seqs, dtype=np.int64))
+            ids, seqs, packed = zip(*rows, strict=True)
+            size = spec.bits // 8
+            counts = np.fromiter((len(p) // size for p in packed), dtype=np.int64, count=len(packed))
+            words = np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64)
+            memory.add(words.reshape(-1, spec.bits // 64), np.repeat(np.array(seqs, dtype=np.int64), counts))
             self._memory_upto[kind] = ids[-1]
         return memory
 
@@ -539,14 +621,16 @@ class SqliteIndex:
                 return []
             # The memory index may hold hashes a record no longer has: the table has the last word.
             rows = conn.execute(
-                """SELECT m.media_id, h.hash FROM hashes h JOIN media m ON m.seq = h.seq
+                """SELECT m.media_id, h.packed FROM hashes h JOIN media m ON m.seq = h.seq
                    WHERE h.kind = ? AND h.seq IN (SELECT value FROM json_each(?))""",
                 (kind, json.dumps(np.unique(owners).tolist())),
             ).fetchall()
-        grouped: dict[str, list[int]] = {}
-        for media_id, h in rows:
-            grouped.setdefault(media_id, []).append(int(h, 16))
-        return hamming.rank(query, grouped.items(), radius)
+        size = spec.bits // 8
+        grouped = [
+            (media_id, [int.from_bytes(packed[i : i + size], "big") for i in range(0, len(packed), size)])
+            for media_id, packed in rows
+        ]
+        return hamming.rank(query, grouped, radius)
 
     # --- moderation search and dashboards ---------------------------------------------------
     def search(self, query: SearchQuery) -> SearchPage:
@@ -600,13 +684,19 @@ class SqliteIndex:
                 return total, [seq for _, _, seq in keyed[: query.limit + 1]]
         else:
             total = conn.execute(f"SELECT count(*) {selection}", params).fetchone()[0]
-        selection, params = _selection(query, snapshot, by_sort_index=True)
+        # Score order walks (score_sort, mkey): mkeys sort as media ids do, so the order and the
+        # cursor's position are the same as by (score, media_id).
+        by_score = column == "m.score_sort"
+        keys = [column, "m.mkey", "m.media_id"] if by_score else [column, "m.media_id"]
+        selection, params = _selection(
+            query, snapshot, by_sort_index="media_by_score" if by_score else "media_by_time"
+        )
         if after is not None:
-            selection += f" AND ({column}, m.media_id) {'<' if desc else '>'} (?, ?)"
-            params += after
+            selection += f" AND ({', '.join(keys)}) {'<' if desc else '>'} ({', '.join('?' * len(keys))})"
+            params += [after[0], _mkey(after[1]), after[1]] if by_score else after
         order = "DESC" if desc else "ASC"
         rows = conn.execute(
-            f"SELECT m.seq {selection} ORDER BY {column} {order}, m.media_id {order} LIMIT ?",
+            f"SELECT m.seq {selection} ORDER BY {', '.join(k + ' ' + order for k in keys)} LIMIT ?",
             [*params, query.limit + 1],
         )
         return total, [seq for (seq,) in rows]

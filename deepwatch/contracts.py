@@ -8,6 +8,7 @@ error that names the field, because a silently dropped field is a silently lost 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -72,11 +73,15 @@ class Contract(Part):
         return self.model_dump_json(exclude_none=False).encode()
 
 
+# str.isspace per character was a tenth of a crawler's time per event; \s is the same class.
+_WHITESPACE = re.compile(r"\s")
+
+
 def _check_http_url(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
         raise ValueError("must be an absolute http(s) URL")
-    if any(ch.isspace() for ch in value):
+    if _WHITESPACE.search(value):
         raise ValueError("must not contain whitespace")
     return value
 

@@ -51,6 +51,9 @@ def platform_of(url: str) -> str:
     return "web"
 
 
+_WHITESPACE = re.compile(r"\s")  # as str.isspace, without a Python loop per character
+
+
 def _is_tracking(name: str) -> bool:
     lowered = name.lower()
     return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PREFIXES)
@@ -58,7 +61,7 @@ def _is_tracking(name: str) -> bool:
 
 def _generic(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
     """Scheme, host[:port], path and the kept query pairs of a URL, with the generic rules applied."""
-    if not isinstance(url, str) or any(ch.isspace() for ch in url.strip()):
+    if not isinstance(url, str) or _WHITESPACE.search(url.strip()):
         raise Unsupported(f"not a URL: {url!r}")
     try:
         parts = urlsplit(url.strip())

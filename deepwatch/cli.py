@@ -216,12 +216,49 @@ def submit(
 @app.command()
 def score(
     path: Annotated[str, typer.Argument(help="media file or URL")],
+    detectors: Annotated[
+        str | None,
+        typer.Option("--detectors", help="comma-separated detector names (default: all)", show_default=False),
+    ] = None,
+    aligned: Annotated[
+        bool, typer.Option("--aligned", help="the input is already an aligned face crop: skip face detection")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Score one media file with the detector ensemble."""
-    missing("score", "the detector ensemble", 7, as_json)
+    if path.lower().startswith(("http://", "https://")):
+        missing("score URL", "scoring of URLs (score a downloaded file meanwhile)", 7, as_json)
+    from deepwatch.media.errors import MediaError
+    from serve.detectors.base import DetectorError
+    from serve.detectors.registry import RegistryError, load_detectors
+    from serve.scoring import score_file
+
+    settings = settings_for(config, data_dir, as_json)
+    file = Path(path)
+    if not file.is_file():
+        fail(f"{file} is not a file", 2, as_json, file=str(file))
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    try:
+        loaded = load_detectors(settings, names)
+    except RegistryError as exc:
+        fail(str(exc), 2, as_json)
+    except DetectorError as exc:
+        fail(str(exc), 1, as_json)
+    try:
+        result = score_file(file, settings, loaded, aligned=aligned)
+    except MediaError as exc:
+        fail(f"{file}: {exc}", 1, as_json, file=str(file), kind=type(exc).__name__)
+    document = result.to_json()
+    if as_json:
+        emit_json(document)
+        return
+    score_text = "-" if result.score is None else f"{result.score:.3f}"
+    Console().print(f"{result.verdict} (score {score_text}) {result.kind} {result.media_id}; "
+                    f"{result.faces} faces in {result.frames} frames")
+    for name, s in result.detectors.items():
+        Console().print(f"  {name}: P(fake) {s.p_fake:.3f} over {s.frames} frames ({s.model_version})")
 
 
 def _fingerprint_or_fail(path: Path, settings: Settings, as_json: bool) -> Any:
@@ -458,22 +495,77 @@ def export(
     missing("export", "the dataset exporter", 9, as_json)
 
 
+def _registered(settings: Settings, as_json: bool) -> Any:
+    from serve.detectors.registry import RegistryError, available, select
+
+    try:
+        return select(available(settings), settings.detectors)
+    except RegistryError as exc:
+        fail(str(exc), 2, as_json)
+
+
 @detectors_app.command("list")
-def detectors_list(as_json: JsonOpt = False) -> None:
+def detectors_list(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """List the registered detectors."""
-    missing("detectors list", "the detector registry", 7, as_json)
+    from serve.detectors.registry import RegistryError, available
+
+    settings = settings_for(config, data_dir, as_json)
+    try:
+        registered = available(settings)
+    except RegistryError as exc:
+        fail(str(exc), 2, as_json)
+    rows = [{**r.cls.describe(settings.models_path), "origin": r.origin, "path": r.path} for r in registered.values()]
+    if as_json:
+        emit_json({"models_dir": str(settings.models_path), "detectors": rows})
+        return
+    from rich.table import Table
+
+    table = Table("name", "version", "modality", "input", "license", "weights", "origin", title="detectors")
+    for row in rows:
+        present = all(w["present"] for w in row["weights"])
+        table.add_row(row["name"], row["version"], row["modality"], str(row["input_size"]), row["license"],
+                      "present" if present else "missing (deepwatch models pull)", row["origin"])
+    Console().print(table)
 
 
 @detectors_app.command("sanity")
-def detectors_sanity(as_json: JsonOpt = False) -> None:
+def detectors_sanity(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run every detector on bundled test media."""
-    missing("detectors sanity", "the detector registry", 7, as_json)
+    from serve.detectors.sanity import run_sanity
+
+    settings = settings_for(config, data_dir, as_json)
+    reports = run_sanity(_registered(settings, as_json), settings.models_path, settings.weights_cache_path)
+    ok = all(r.ok for r in reports)
+    if as_json:
+        emit_json({"ok": ok, "models_dir": str(settings.models_path), "detectors": [r.to_json() for r in reports]})
+    else:
+        for r in reports:
+            if r.ok:
+                scores = ", ".join(f"{k} {v:.3f}" for k, v in r.p_fake.items())
+                Console().print(f"[green]pass[/green] {r.name}: P(fake) {scores}", highlight=False)
+            else:
+                Console().print(f"[red]fail[/red] {r.name}: {r.error}", highlight=False)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @models_app.command("pull")
-def models_pull(as_json: JsonOpt = False) -> None:
+def models_pull(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Fetch detector weights into the models directory."""
-    missing("models pull", "the detector registry", 7, as_json)
+    from serve.detectors.weights import pull
+
+    settings = settings_for(config, data_dir, as_json)
+    outcomes = pull([r.cls for r in _registered(settings, as_json)], settings.models_path, settings.models_base_url)
+    ok = all(o.status != "failed" for o in outcomes)
+    if as_json:
+        emit_json({"ok": ok, "models_dir": str(settings.models_path), "files": [o.to_json() for o in outcomes]})
+    else:
+        for o in outcomes:
+            colour = "red" if o.status == "failed" else "green"
+            Console().print(f"[{colour}]{o.status}[/{colour}] {o.path}" + (f": {o.error}" if o.error else ""),
+                            highlight=False)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -164,7 +164,32 @@ class Settings(BaseSettings):
     preview_max_side: int = Field(480, ge=16, le=4096, description="longer side of the MP4 preview, pixels")
     preview_max_s: float = Field(10.0, gt=0, le=600, description="seconds of video in the MP4 preview")
 
-    _commas = field_validator("api_keys", mode="before")(_split_commas)
+    # --- detectors and scoring (serve/) --------------------------------------------------------
+    detectors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="detector names to run (comma-separated); empty: every registered one"
+    )
+    detector_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="further detector classes as module:Class (comma-separated)"
+    )
+    weights_cache_dir: Path | None = Field(
+        None, description="weights converted for PyTorch, keyed by the source file's sha256; default <data_dir>/cache"
+    )
+    models_base_url: str | None = Field(
+        None, description="`models pull` fetches <this>/<file name> instead of each file's upstream URL (a mirror)"
+    )
+    score_frames_per_video: int = Field(32, ge=1, le=1000, description="evenly spaced frames scored per video")
+    score_face_confidence: float = Field(0.8, gt=0, lt=1, description="face detector confidence for scoring")
+    score_face_margin: float = Field(0.2, ge=0, le=1, description="face crops are this share of the box wider per side")
+    ensemble_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="per-detector weight in the ensemble (JSON in the environment); default 1"
+    )
+    ensemble_platt: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="per-detector Platt (a, b): sigmoid(a*logit(p)+b); default (1, 0)"
+    )
+    verdict_fake_threshold: float = Field(0.7, gt=0, lt=1, description="ensemble score at or above: fake")
+    verdict_real_threshold: float = Field(0.3, gt=0, lt=1, description="ensemble score at or below: real")
+
+    _commas = field_validator("api_keys", "detectors", "detector_plugins", mode="before")(_split_commas)
 
     @field_validator("fetch_allow_networks", mode="before")
     @classmethod
@@ -185,6 +210,8 @@ class Settings(BaseSettings):
             raise ValueError("kafka_heartbeat_s must be below kafka_session_timeout_s")
         if self.crawler_retry_base_s > self.crawler_retry_max_s:
             raise ValueError("crawler_retry_base_s must not exceed crawler_retry_max_s")
+        if self.verdict_real_threshold >= self.verdict_fake_threshold:
+            raise ValueError("verdict_real_threshold must be below verdict_fake_threshold")
         return self
 
     @classmethod
@@ -206,6 +233,10 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def weights_cache_path(self) -> Path:
+        return self.weights_cache_dir or self.data_dir / "cache"
 
     @property
     def index_path(self) -> Path:

@@ -12,11 +12,8 @@ from deepwatch.cli import app
 runner = CliRunner()
 
 UNBUILT = [
-    (["score", "clip.mp4", "--json"], 7),
+    (["score", "https://example.com/clip.mp4", "--json"], 7),
     (["export", "--out", "/tmp/out", "--json"], 9),
-    (["detectors", "list", "--json"], 7),
-    (["detectors", "sanity", "--json"], 7),
-    (["models", "pull", "--json"], 7),
 ]
 
 

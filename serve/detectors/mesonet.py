@@ -1,0 +1,283 @@
+"""MesoNet (Afchar et al., WIFS 2018): Meso4 and MesoInception4 in PyTorch, with the paper's Keras weights.
+
+The networks follow DariusAf/MesoNet ``classifiers.py`` layer for layer. Keras' conventions that matter:
+
+- every convolution is 'same' padded and applies its ReLU *before* the BatchNormalization that follows it
+  (so BN cannot be folded into the convolution), BN's epsilon is Keras' default 1e-3;
+- the inception branches are concatenated in the order 1x1, 3x3, 3x3 dilated 2, 3x3 dilated 3;
+- Flatten is channels-last: the 8x8x16 map is flattened as (h, w, c), not PyTorch's (c, h, w);
+- the sigmoid output is P(real) (the training generator labelled ``df``=0, ``real``=1), so P(fake) = 1 - it.
+
+One known gap between the published code and the Meso4 files: their ``layer_names`` list no LeakyReLU layer
+between the two Dense layers (the MesoInception files do list one), so the graph that saved them differed
+from ``classifiers.py``. We follow ``classifiers.py`` (LeakyReLU 0.1 in both), which is what loading these
+files with the authors' code computes; a weights-only file cannot say whether that Dense had an activation.
+
+The weights are Keras 2.1.5 weights-only HDF5 files. :func:`convert_keras_h5` maps them onto the PyTorch
+modules once; the result is cached as a ``.pt`` file keyed by the HDF5 file's sha256.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from serve.detectors.base import Detector, DetectorError, WeightFile, check_batch, verified_weight
+
+UPSTREAM = "https://raw.githubusercontent.com/DariusAf/MesoNet/2144d56a30e48cdcac1976ff13a1c5cdc86376c6/weights/"
+SOURCE_URL = "https://github.com/DariusAf/MesoNet"
+INPUT_SIZE = 256
+BN_EPS = 1e-3
+LEAKY_SLOPE = 0.1
+
+
+class _ConvRelu(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1) -> None:
+        super().__init__()
+        # 'same' for odd kernels at stride 1: Keras pads dilation*(k-1)/2 on each side
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+class _Inception(nn.Module):
+    def __init__(self, cin: int, a: int, b: int, c: int, d: int) -> None:
+        super().__init__()
+        self.b1 = _ConvRelu(cin, a, 1)
+        self.b2_1, self.b2_2 = _ConvRelu(cin, b, 1), _ConvRelu(b, b, 3)
+        self.b3_1, self.b3_2 = _ConvRelu(cin, c, 1), _ConvRelu(c, c, 3, dilation=2)
+        self.b4_1, self.b4_2 = _ConvRelu(cin, d, 1), _ConvRelu(d, d, 3, dilation=3)
+        self.out_channels = a + b + c + d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.b1(x), self.b2_2(self.b2_1(x)), self.b3_2(self.b3_1(x)), self.b4_2(self.b4_1(x))], dim=1
+        )
+
+    def convs(self) -> list[nn.Conv2d]:
+        """In the order Keras created them (the order the weight file numbers them)."""
+        return [m.conv for m in (self.b1, self.b2_1, self.b2_2, self.b3_1, self.b3_2, self.b4_1, self.b4_2)]
+
+
+class _Head(nn.Module):
+    """Flatten (channels-last) -> Dropout -> Dense(16) -> LeakyReLU(0.1) -> Dropout -> Dense(1) -> sigmoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8 * 8 * 16, 16)
+        self.fc2 = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1).flatten(1)  # Keras flattened (h, w, c)
+        x = nn.functional.leaky_relu(self.fc1(x), LEAKY_SLOPE)  # dropout is inactive at inference
+        return torch.sigmoid(self.fc2(x)).squeeze(1)
+
+
+class MesoNetBase(nn.Module):
+    """The shared tail: two 5x5 conv blocks (pool 2, then 4) and the head; subclasses make the first two."""
+
+    def __init__(self, front: list[nn.Module], front_channels: list[int]) -> None:
+        super().__init__()
+        self.front = nn.ModuleList(front)
+        self.conv3 = nn.Conv2d(front_channels[-1], 16, 5, padding=2)
+        self.conv4 = nn.Conv2d(16, 16, 5, padding=2)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c, eps=BN_EPS) for c in [*front_channels, 16, 16])
+        self.head = _Head()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: float (N, 3, 256, 256) in [0, 1]; returns (N,) P(real), the network's own output."""
+        blocks: list[nn.Module] = [*self.front, self.conv3, self.conv4]
+        for i, (block, bn) in enumerate(zip(blocks, self.bns, strict=True)):
+            x = bn(torch.relu(block(x)) if isinstance(block, nn.Conv2d) else block(x))
+            x = nn.functional.max_pool2d(x, 4 if i == 3 else 2)
+        return self.head(x)
+
+    def convs(self) -> list[nn.Conv2d]:
+        """Every convolution in Keras' creation order."""
+        convs: list[nn.Conv2d] = []
+        for block in self.front:
+            convs += block.convs() if isinstance(block, _Inception) else [block]
+        return [*convs, self.conv3, self.conv4]
+
+
+class Meso4Net(MesoNetBase):
+    def __init__(self) -> None:
+        super().__init__([nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2)], [8, 8])
+
+
+class MesoInception4Net(MesoNetBase):
+    def __init__(self) -> None:
+        first = _Inception(3, 1, 4, 4, 2)
+        second = _Inception(first.out_channels, 2, 4, 4, 2)
+        super().__init__([first, second], [first.out_channels, second.out_channels])
+
+
+# --- converting the Keras weights --------------------------------------------------------------------------
+
+_NUMBERED = re.compile(r"^(?P<kind>[a-z_0-9]+?)(?:_(?P<n>\d+))?$")
+
+
+def _keras_layers(path: Path) -> dict[str, list[tuple[str, list[np.ndarray]]]]:
+    """Layers with weights, by Keras class ("conv2d", "batch_normalization", "dense"), each list in creation
+    order (the numeric suffix Keras gave the name: sorting names as text puts conv2d_10 before conv2d_2)."""
+    import h5py
+
+    found: dict[str, list[tuple[int, str, list[np.ndarray]]]] = {}
+    with h5py.File(path, "r") as f:
+        root = f.get("model_weights", f)  # a full model file nests the weights
+        for raw in root.attrs["layer_names"]:
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            group = root[name]
+            names = [w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs["weight_names"]]
+            if not names:
+                continue
+            match = _NUMBERED.match(name)
+            if match is None:
+                raise DetectorError(f"{path.name}: unexpected layer name {name!r}")
+            kind, n = match["kind"], int(match["n"] or 0)
+            found.setdefault(kind, []).append((n, name, [np.asarray(group[w]) for w in names]))
+    return {kind: [(name, arrays) for _, name, arrays in sorted(items)] for kind, items in found.items()}
+
+
+def convert_keras_h5(path: Path, net: MesoNetBase) -> dict[str, torch.Tensor]:
+    """A state dict for ``net`` from a Keras weights-only HDF5 file; every shape is checked."""
+    layers = _keras_layers(path)
+    convs, bns, denses = layers.get("conv2d", []), layers.get("batch_normalization", []), layers.get("dense", [])
+    targets_conv, targets_bn = net.convs(), list(net.bns)
+    targets_dense = [net.head.fc1, net.head.fc2]
+    if (len(convs), len(bns), len(denses)) != (len(targets_conv), len(targets_bn), len(targets_dense)):
+        raise DetectorError(
+            f"{path.name} has {len(convs)} conv, {len(bns)} batch-norm and {len(denses)} dense layers; "
+            f"{type(net).__name__} needs {len(targets_conv)}, {len(targets_bn)} and {len(targets_dense)}"
+        )
+    new: dict[int, torch.Tensor] = {}  # id(parameter or buffer) -> value
+
+    def put(target: torch.Tensor, value: np.ndarray, where: str) -> None:
+        if tuple(target.shape) != value.shape:
+            needs = tuple(target.shape)
+            raise DetectorError(f"{path.name}: {where} has shape {value.shape}, the network needs {needs}")
+        new[id(target)] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+    for (name, (kernel, bias)), conv in zip(convs, targets_conv, strict=True):
+        put(conv.weight, kernel.transpose(3, 2, 0, 1), name)  # (kh, kw, in, out) -> (out, in, kh, kw)
+        put(conv.bias, bias, name)
+    for (name, (gamma, beta, mean, var)), bn in zip(bns, targets_bn, strict=True):
+        for target, value in ((bn.weight, gamma), (bn.bias, beta), (bn.running_mean, mean), (bn.running_var, var)):
+            put(target, value, name)
+    for (name, (kernel, bias)), dense in zip(denses, targets_dense, strict=True):
+        put(dense.weight, kernel.T, name)  # (in, out) -> (out, in)
+        put(dense.bias, bias, name)
+    state = {}
+    for key, tensor in net.state_dict(keep_vars=True).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = tensor.detach().clone()
+        elif id(tensor) not in new:
+            raise DetectorError(f"{path.name} gave no value for {key}")
+        else:
+            state[key] = new[id(tensor)]
+    return state
+
+
+def load_state(h5: Path, sha256: str, net: MesoNetBase, cache_dir: Path | None) -> dict[str, torch.Tensor]:
+    """The converted state dict, from the cache when an earlier load left one for this exact file."""
+    cached = None if cache_dir is None else cache_dir / "mesonet" / f"{type(net).__name__}-{sha256}.pt"
+    if cached is not None and cached.is_file():
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated or foreign cache file: convert again and overwrite it
+            pass
+    state = convert_keras_h5(h5, net)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # written whole, then renamed: two replicas loading at once never read half a file
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, cached)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return state
+
+
+# --- the four detectors ------------------------------------------------------------------------------------
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC RGB -> float NCHW in [0, 1], the scaling the networks were trained with (rescale 1/255)."""
+    if not batch.flags.writeable:  # Pillow's arrays are read-only, and torch warns about sharing those
+        batch = batch.copy()
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class MesoNetDetector(Detector):
+    version: ClassVar[str] = "2018.1"
+    license: ClassVar[str] = "Apache-2.0"
+    source_url: ClassVar[str] = SOURCE_URL
+    modality = "image"
+    input_size: ClassVar[int] = INPUT_SIZE
+    network: ClassVar[type[MesoNetBase]]
+
+    def __init__(self) -> None:
+        self.net: MesoNetBase | None = None
+
+    def load(self, models_dir: Path, cache_dir: Path | None = None) -> None:
+        (weight,) = self.weights
+        h5 = verified_weight(models_dir, weight)
+        net = self.network()
+        net.load_state_dict(load_state(h5, weight.sha256, net, cache_dir))
+        self.net = net.eval()
+
+    def p_real(self, batch: np.ndarray) -> np.ndarray:
+        """The network's own output (P(real)), as the Keras model gives it."""
+        if self.net is None:
+            raise DetectorError(f"{self.name}: load() was not called")
+        check_batch(batch, self.input_size)
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode():
+            return self.net(to_tensor(batch)).numpy()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return 1.0 - self.p_real(batch)
+
+
+def _weight(file: str, sha256: str) -> tuple[WeightFile, ...]:
+    return (WeightFile(f"mesonet/weights/{file}", sha256, UPSTREAM + file),)
+
+
+class Meso4DF(MesoNetDetector):
+    name = "meso4_df"
+    network = Meso4Net
+    weights = _weight("Meso4_DF.h5", "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5")
+
+
+class Meso4F2F(MesoNetDetector):
+    name = "meso4_f2f"
+    network = Meso4Net
+    weights = _weight("Meso4_F2F.h5", "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7")
+
+
+class MesoInception4DF(MesoNetDetector):
+    name = "mesoinception4_df"
+    network = MesoInception4Net
+    weights = _weight("MesoInception_DF.h5", "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa")
+
+
+class MesoInception4F2F(MesoNetDetector):
+    name = "mesoinception4_f2f"
+    network = MesoInception4Net
+    weights = _weight("MesoInception_F2F.h5", "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f")
+
+
+DETECTORS: tuple[type[MesoNetDetector], ...] = (Meso4DF, Meso4F2F, MesoInception4DF, MesoInception4F2F)
+

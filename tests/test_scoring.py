@@ -1,0 +1,134 @@
+"""Local scoring on the real MesoNet weights: aligned faces, faces in a picture, a video, and no face."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepwatch.media.encode import write_video
+from deepwatch.settings import load_settings
+from serve.detectors.base import Detector
+from serve.ensemble import ensemble_score
+from serve.scoring import (
+    Face,
+    aggregate,
+    crops_for,
+    representative_faces,
+    resize,
+    run_detector,
+    sampling_interval,
+    score_file,
+)
+from tests.detector_support import FACES_DIR, face_image, face_scene
+from tests.media_support import pattern
+
+
+def test_an_aligned_face_is_scored_whole(models_dir: Path, mesonet: dict[str, Detector], tmp_path: Path) -> None:
+    path = models_dir / FACES_DIR / "df" / "df00204.jpg"
+    result = score_file(path, load_settings(data_dir=tmp_path), list(mesonet.values()), aligned=True)
+    assert result.media_id == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (result.kind, result.frames, result.faces) == ("image", 1, 1)
+    crop = resize(face_image(models_dir, "df/df00204.jpg"), 256)[None]
+    for name, detector in mesonet.items():
+        assert result.detectors[name].p_fake == pytest.approx(float(detector.predict(crop)[0]), abs=1e-6)
+        assert result.detectors[name].frames == 1
+        assert result.detectors[name].model_version == detector.model_version()
+    assert result.score == pytest.approx(ensemble_score({n: s.p_fake for n, s in result.detectors.items()}))
+    expected = "fake" if result.score >= 0.7 else "real" if result.score <= 0.3 else "uncertain"  # type: ignore[operator]
+    assert result.verdict == expected
+    assert {"sha256", "decode", "faces", "ensemble", "total"} <= set(result.timings)
+    assert all(f"detector.{n}" in result.timings for n in mesonet)
+
+
+def test_a_face_in_a_picture_is_found_cropped_and_scored(models_dir: Path, mesonet: dict[str, Detector], tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    Image.fromarray(face_scene(face_image(models_dir))).save(path)
+    detectors = [mesonet["meso4_df"], mesonet["mesoinception4_df"]]
+    result = score_file(path, load_settings(data_dir=tmp_path), detectors)
+    assert result.faces == 1, result
+    assert set(result.detectors) == {"meso4_df", "mesoinception4_df"}
+    assert result.verdict in ("fake", "real", "uncertain") and 0.0 <= result.score <= 1.0  # type: ignore[operator]
+
+
+def test_the_crop_lands_on_the_pasted_face(models_dir: Path, tmp_path: Path) -> None:
+    from serve.scoring import Frame, find_faces
+
+    scene = face_scene(face_image(models_dir), at=(300, 150), side=200)
+    (face,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2)
+    x, y, w, h = face.box
+    # the box centre is inside the pasted square's middle half, and the crop is square and about its size
+    assert 350 <= x + w / 2 <= 450 and 200 <= y + h / 2 <= 300
+    assert w == h and 120 <= w <= 320
+    assert face.crop.shape == (h, w, 3)
+
+
+def test_a_picture_without_a_face_is_no_face(mesonet: dict[str, Detector], tmp_path: Path) -> None:
+    path = tmp_path / "pattern.png"
+    Image.fromarray(pattern(320, 240)).save(path)
+    result = score_file(path, load_settings(data_dir=tmp_path), list(mesonet.values()))
+    assert (result.verdict, result.score, result.detectors, result.faces) == ("no_face", None, {}, 0)
+
+
+def test_a_video_is_scored_on_evenly_spaced_frames(models_dir: Path, mesonet: dict[str, Detector], tmp_path: Path) -> None:
+    face = face_image(models_dir, "df/df00204.jpg")
+    frames = [face_scene(face, size=(480, 360), at=(120 + 2 * i, 60), side=200) for i in range(30)]
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=10.0, gop=10)
+    settings = load_settings(data_dir=tmp_path, score_frames_per_video=6)
+    result = score_file(path, settings, [mesonet["meso4_f2f"]])
+    assert (result.kind, result.frames) == ("video", 6)
+    score = result.detectors["meso4_f2f"]
+    assert 1 <= score.frames <= 6 and score.frames == result.faces
+    assert result.score == pytest.approx(score.p_fake)  # one detector, identity calibration
+
+
+def test_sampling_interval_spreads_the_frames_over_the_duration() -> None:
+    assert sampling_interval(10.0, 32) == pytest.approx(0.3125)
+    assert sampling_interval(None, 32) == 1.0 and sampling_interval(0.0, 5) == 1.0
+
+
+def test_aggregate_takes_each_frames_worst_face_then_the_mean() -> None:
+    assert aggregate([0.2, 0.8, 0.4], [0, 0, 1]) == (pytest.approx(0.6), 2)
+    assert aggregate([], []) == (None, 0)
+
+
+def _face(frame: int, confidence: float, value: int) -> Face:
+    return Face(frame, frame * 0.5, (0, 0, 40, 40), confidence, np.full((40, 40, 3), value, dtype=np.uint8))
+
+
+def test_crops_are_resized_to_the_detectors_input() -> None:
+    batch = crops_for([_face(0, 0.9, 10), _face(1, 0.9, 20)], 64)
+    assert batch.shape == (2, 64, 64, 3) and batch.dtype == np.uint8
+    assert crops_for([], 64).shape == (0, 64, 64, 3)
+    assert resize(np.zeros((300, 200, 3), dtype=np.uint8), 256).shape == (256, 256, 3)
+
+
+class _ClipMean(Detector):
+    """Not a deepfake detector: a video-modality stand-in that returns the clip's mean brightness, so the test
+    can see which crops it was given."""
+
+    name = "clip_mean"
+    version = "0"
+    license = "MIT"
+    source_url = "https://example.invalid"
+    modality = "video"
+    input_size = 16
+
+    def load(self, models_dir: Path, cache_dir: Path | None = None) -> None:
+        pass
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.array([batch.mean() / 255.0])
+
+
+def test_a_video_detector_gets_the_best_face_of_each_frame_as_one_clip() -> None:
+    faces = [_face(0, 0.9, 100), _face(0, 0.95, 200), _face(1, 0.8, 50)]
+    assert [f.confidence for f in representative_faces(faces)] == [0.95, 0.8]
+    score, per_face = run_detector(_ClipMean(), faces)
+    assert score is not None and score.frames == 2
+    assert score.p_fake == pytest.approx((200 + 50) / 2 / 255)
+    assert per_face == [pytest.approx(score.p_fake)]

@@ -435,7 +435,7 @@ def similar(
     different by comparing fingerprints. A file that was never recorded is fingerprinted first."""
     import re
 
-    from deepwatch.media.fingerprint import sha256_file
+    from deepwatch.digest import sha256_file
     from deepwatch.media.similar import find_similar, stored_fingerprint
     from storage.index import DEFAULT_RADIUS, SearchIndexError, open_index
 

@@ -18,8 +18,9 @@ from typing import Any, Literal
 import numpy as np
 
 from deepwatch.contracts import DetectorScore
+from deepwatch.digest import sha256_file
 from deepwatch.settings import Settings
-from serve.detectors.base import Detector, sha256_file
+from serve.detectors.base import Detector
 from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, frame_score, media_score
 
 # Video frames are rendered at most this long side: enough pixels for a face to fill a 256 crop in 720p and

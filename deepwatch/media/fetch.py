@@ -7,7 +7,6 @@ follows at most ``FetchLimits.max_redirects`` redirects (see :mod:`deepwatch.med
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from deepwatch.digest import sha256_file
 from deepwatch.media.errors import (
     Blocked,
     Forbidden,
@@ -94,12 +94,6 @@ class _Log:
         self.messages.append(msg)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ffmpeg() -> str | None:
@@ -223,7 +217,7 @@ def fetch(url: str, dest_dir: Path, limits: FetchLimits, policy: AddressPolicy) 
     keep = {k: info.get(k) for k in ("id", "title", "uploader", "timestamp", "webpage_url", "extractor_key", "ext")}
     return Fetched(
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_file(path),
         size=size,
         url=str(info.get("webpage_url") or url),
         extractor=str(info.get("extractor_key") or "Generic"),

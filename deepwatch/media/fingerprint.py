@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from deepwatch.digest import sha256_file
 from deepwatch.media.frames import open_frames
 from deepwatch.media.hashes import (
     bits_to_hex,
@@ -205,12 +205,6 @@ class MediaFingerprint:
         return cls(fp.sha256, kind, duration, None, None, fp.videohash, tuple(frames), faces)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def frame_hash(t: float, rgb: np.ndarray, faces: list[tuple[int, int, int, int]] | None = None) -> FrameHash:

@@ -11,13 +11,14 @@ A researcher adds a detector by subclassing :class:`Detector` and registering th
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+
+from deepwatch.digest import sha256_file
 
 Modality = Literal["image", "video"]
 
@@ -48,12 +49,6 @@ class WeightFile:
         return Path(self.path).name
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verified_weight(models_dir: Path, weight: WeightFile) -> Path:

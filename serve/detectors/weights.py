@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import httpx
 
-from serve.detectors.base import Detector, WeightFile, sha256_file
+from deepwatch.digest import sha256_file
+from serve.detectors.base import Detector, WeightFile
 
 MAX_WEIGHT_BYTES = 2 * 1024**3  # far above any detector we know; stops a misconfigured mirror filling the disk
 

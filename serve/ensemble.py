@@ -72,11 +72,13 @@ def ensemble_score(
         return None
     platt, weights = platt or {}, weights or {}
     w = {name: float(weights.get(name, 1.0)) for name in scores}
-    if any(v < 0 or math.isnan(v) for v in w.values()):
-        raise ValueError(f"ensemble weights must be >= 0: {w}")
+    if any(not 0 <= v < math.inf for v in w.values()):
+        raise ValueError(f"ensemble weights must be finite and >= 0: {w}")
+    top = max(w.values())
+    # Relative to the largest: only the ratios matter, and a tiny weight (hypothesis found 5e-324)
+    # times a logit would otherwise round to a different multiple of itself than the weight sum.
+    w = {name: v / top for name, v in w.items()} if top > 0 else dict.fromkeys(scores, 1.0)
     total = sum(w.values())
-    if total == 0:
-        w, total = dict.fromkeys(scores, 1.0), float(len(scores))
     z = 0.0
     for name, p in scores.items():
         a, b = platt.get(name, IDENTITY)

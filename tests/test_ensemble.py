@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from deepwatch.settings import load_settings
@@ -39,6 +39,7 @@ def test_ensemble_is_a_probability_within_the_calibrated_scores(scores, weights,
 
 
 @given(inner_prob, names, weight)
+@example(0.25, "_", 5e-324)  # a subnormal weight: the product with a logit rounded away from the weight sum
 def test_one_detector_with_identity_calibration_returns_its_own_score(p, name, w) -> None:  # type: ignore[no-untyped-def]
     assert ensemble_score({name: p}, {}, {name: w}) == pytest.approx(p, abs=1e-9)
 

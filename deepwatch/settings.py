@@ -7,6 +7,8 @@ choice lives here, so a deployment differs from the embedded stack only in its s
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import os
 from contextvars import ContextVar
@@ -279,6 +281,11 @@ def default_of(name: str) -> Any:
     """The default ``Settings`` declares for ``name``, without reading the environment or a file: for the
     option objects of library code (``FingerprintOptions``, ``FetchLimits``), whose defaults are these."""
     return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def default_field(name: str) -> Any:
+    """A dataclass field whose default is :func:`default_of` ``name``, read when an instance is made."""
+    return dataclasses.field(default_factory=functools.partial(default_of, name))
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,7 +32,7 @@ from deepwatch.media.guard import AddressPolicy, checked_addresses
 from deepwatch.media.probe import probe
 from deepwatch.media.proxy import GuardProxy
 from deepwatch.media.urls import canonical_url
-from deepwatch.settings import Settings, default_of
+from deepwatch.settings import Settings, default_field
 
 if TYPE_CHECKING:  # the module imports yt-dlp, which fetch() loads only when it runs
     from deepwatch.media.redirects import RedirectLimit
@@ -41,18 +40,14 @@ if TYPE_CHECKING:  # the module imports yt-dlp, which fetch() loads only when it
 log = logging.getLogger(__name__)
 
 
-def _setting(name: str) -> Any:
-    return field(default_factory=partial(default_of, name))
-
-
 @dataclass(frozen=True)
 class FetchLimits:
     """The limits of one fetch; the defaults are the settings' own."""
 
-    max_bytes: int = _setting("fetch_max_bytes")
-    max_duration_s: float = _setting("fetch_max_duration_s")
-    timeout_s: float = _setting("fetch_timeout_s")
-    max_redirects: int = _setting("fetch_max_redirects")
+    max_bytes: int = default_field("fetch_max_bytes")
+    max_duration_s: float = default_field("fetch_max_duration_s")
+    timeout_s: float = default_field("fetch_timeout_s")
+    max_redirects: int = default_field("fetch_max_redirects")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchLimits:

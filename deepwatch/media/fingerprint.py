@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -38,7 +37,7 @@ from deepwatch.media.hashes import (
     phash,
     phash_pair,
 )
-from deepwatch.settings import default_of
+from deepwatch.settings import default_field
 
 if TYPE_CHECKING:
     from deepwatch.contracts import Fingerprints
@@ -84,21 +83,17 @@ class FaceHash:
     place: tuple[float, float, float, float] | None = None
 
 
-def _setting(name: str) -> Any:
-    return field(default_factory=partial(default_of, name))
-
-
 @dataclass(frozen=True)
 class FingerprintOptions:
     """What ``fingerprint_file`` reads of the settings; the defaults are the settings' own."""
 
-    interval_s: float = _setting("fingerprint_interval_s")
-    max_frames: int = _setting("fingerprint_max_frames")
-    max_keyframe_gap_s: float = _setting("fingerprint_max_keyframe_gap_s")
-    face_frames: int = _setting("fingerprint_face_frames")
-    face_confidence: float = _setting("fingerprint_face_confidence")
-    face_input_px: int = _setting("fingerprint_face_input_px")
-    max_pixels: int = _setting("media_max_pixels")
+    interval_s: float = default_field("fingerprint_interval_s")
+    max_frames: int = default_field("fingerprint_max_frames")
+    max_keyframe_gap_s: float = default_field("fingerprint_max_keyframe_gap_s")
+    face_frames: int = default_field("fingerprint_face_frames")
+    face_confidence: float = default_field("fingerprint_face_confidence")
+    face_input_px: int = default_field("fingerprint_face_input_px")
+    max_pixels: int = default_field("media_max_pixels")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FingerprintOptions:

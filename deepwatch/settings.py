@@ -42,6 +42,17 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+API_SCOPES = ("read", "submit", "score", "review", "admin")
+
+
+def split_api_key(entry: str) -> tuple[str, frozenset[str]]:
+    """``KEY`` has every scope; ``KEY:read+review`` only those (generated keys never hold ':')."""
+    secret, sep, scopes = entry.rpartition(":")
+    if not sep:
+        return entry, frozenset(API_SCOPES)
+    return secret, frozenset(s.strip() for s in scopes.split("+") if s.strip())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DEEPWATCH_",
@@ -96,7 +107,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8765, ge=1, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="comma-separated in the environment"
+        default_factory=list,
+        description="comma-separated in the environment; each KEY (every scope) or KEY:scope+scope, scopes "
+        "from read, submit, score, review, admin",
     )
     serve_url: str | None = Field(None, description="scoring endpoint; default the local API")
     ray_address: str | None = Field(None, description="unset: start a local Ray")
@@ -201,6 +214,18 @@ class Settings(BaseSettings):
         if not isinstance(items, list):
             return items
         return [ipaddress.ip_network(v, strict=True) if isinstance(v, str) else v for v in items]
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _known_scopes(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(keys, 1):
+            secret, scopes = split_api_key(key.get_secret_value())
+            if not secret:
+                raise ValueError(f"key {number} is empty")  # never echo a secret in an error
+            unknown = sorted(scopes - set(API_SCOPES))
+            if unknown:
+                raise ValueError(f"key {number} has unknown scopes {unknown}; known: {', '.join(API_SCOPES)}")
+        return keys
 
     @model_validator(mode="after")
     def _backends_configured(self) -> Settings:

@@ -17,7 +17,8 @@ from typing import Any
 from ray import serve
 
 from deepwatch.settings import Settings, load_settings
-from serve.api import build_api, configure
+from serve.api import build_api
+from serve.context import configure
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from deepwatch.contracts import ContractError
 from deepwatch.embedded.processes import free_port
 from deepwatch.health import start_health_server
 from deepwatch.settings import load_settings
@@ -78,3 +79,19 @@ def test_healthz_probes_the_real_s3_store(tmp_path: Path, s3_server) -> None:  #
     assert store["status"] == "ok" and store["backend"] == "s3"
     code, store = store_status("wrong-secret")
     assert code == 503 and store["status"] == "down"
+
+
+def test_scopes_limit_what_a_key_may_do(tmp_path: Path) -> None:
+    api = client(tmp_path, api_keys="reader:read+review,scorer:score,boss:admin")
+    assert api.get("/v1/version", headers={"X-API-Key": "reader"}).status_code == 200
+    assert api.get("/v1/version", headers={"X-API-Key": "boss"}).status_code == 200
+    refused = api.get("/v1/version", headers={"X-API-Key": "scorer"})
+    assert refused.status_code == 403 and "'read' scope" in refused.json()["detail"]
+    # the scope list is not part of the secret
+    assert api.get("/v1/version", headers={"X-API-Key": "reader:read+review"}).status_code == 403
+
+
+def test_unknown_scope_is_a_settings_error_that_hides_the_secret(tmp_path: Path) -> None:
+    with pytest.raises(ContractError) as caught:
+        load_settings(data_dir=tmp_path, api_keys="s3cret:read+delete")
+    assert "delete" in str(caught.value) and "s3cret" not in str(caught.value)

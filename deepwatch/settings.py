@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     crawler_backoff_max_s: float = Field(
         3600.0, gt=0, description="a failing source's poll interval doubles per failure up to this (or its interval)"
     )
+    crawler_retry_after_max_s: float = Field(
+        300.0, ge=0, description="a server's Retry-After up to this is honoured; a longer one fails the poll"
+    )
     crawler_robots: bool = Field(True, description="honour robots.txt for page sources")
     crawler_robots_ttl_s: float = Field(3600.0, gt=0, description="how long a host's robots.txt is kept")
 

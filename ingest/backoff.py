@@ -15,6 +15,9 @@ class RetryPolicy:
     retries: int = 3  # after the first attempt
     base_s: float = 1.0
     cap_s: float = 30.0
+    # A server's Retry-After is honoured up to this; a longer one ends the fetch (the source's own backoff
+    # takes over) instead of holding the crawler's thread for an hour.
+    retry_after_cap_s: float = 300.0
 
 
 def retry_delay(retry: int, policy: RetryPolicy, u: float) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -114,7 +116,7 @@ class GuardedFetcher:
                 if status in REDIRECTS and "location" in headers:
                     url = urljoin(url, headers["location"])
                     continue
-                _check_status(url, status)
+                _check_status(url, status, headers.get("retry-after"))
                 return Response(url=url, status=status, content_type=headers.get("content-type", ""), body=body)
         raise Blocked(f"too many redirects (the limit is {self.max_redirects}, fetch_max_redirects): {url}")
 
@@ -143,7 +145,24 @@ def _check_scheme(url: str) -> None:
         raise Unsupported(f"only http and https are fetched, not {scheme or 'no scheme'!r}: {url!r}")
 
 
-def _check_status(url: str, status: int) -> None:
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` (RFC 9110: delay-seconds or an HTTP-date) as seconds from ``now``; None when absent
+    or unreadable (then our own backoff decides)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT by definition
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _check_status(url: str, status: int, retry_after: str | None = None) -> None:
     if 200 <= status < 300:
         return
     if status in (404, 410):
@@ -151,5 +170,6 @@ def _check_status(url: str, status: int) -> None:
     if status in (401, 403):
         raise Forbidden(f"{url}: HTTP {status}")
     if status == 429 or status >= 500:
-        raise Transient(f"{url}: HTTP {status}")
+        wait = retry_after_seconds(retry_after) if status in (429, 503) else None
+        raise Transient(f"{url}: HTTP {status}" + (f" (Retry-After {wait:.0f} s)" if wait is not None else ""), wait)
     raise MediaError(f"{url}: HTTP {status}")

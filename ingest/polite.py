@@ -3,8 +3,10 @@
 Wraps any :class:`~ingest.fetcher.Fetcher`. Before each attempt it waits for the host's turn
 (:class:`~ingest.ratelimit.HostRateLimiter`); an error whose ``retryable`` is true (``Transient``:
 connection failures, HTTP 429 and 5xx; ``Timeout``) is retried with capped exponential backoff
-(:mod:`ingest.backoff`), and anything else is raised at once. Clock, sleep and randomness are
-injected so that tests wait for nothing. Redirect hops inside one ``get`` are paced as one request.
+(:mod:`ingest.backoff`), and anything else is raised at once. A server's ``Retry-After`` holds back
+every request to its host for that long (up to a cap); robots.txt's ``Crawl-delay`` lowers the host's
+rate. Clock, sleep and randomness are injected so that tests wait for nothing. Redirect hops inside one
+``get`` are paced as one request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from deepwatch.media.errors import MediaError
+from deepwatch.media.errors import MediaError, Transient
 from deepwatch.media.guard import AddressPolicy
 from deepwatch.settings import Settings
 from ingest.backoff import RetryPolicy, retry_delay
@@ -54,7 +56,12 @@ class PoliteFetcher:
         return cls(
             GuardedFetcher.from_settings(settings),
             HostRateLimiter(settings.crawler_host_rate, settings.crawler_host_burst),
-            RetryPolicy(settings.crawler_retries, settings.crawler_retry_base_s, settings.crawler_retry_max_s),
+            RetryPolicy(
+                settings.crawler_retries,
+                settings.crawler_retry_base_s,
+                settings.crawler_retry_max_s,
+                settings.crawler_retry_after_max_s,
+            ),
             stop=stop,
         )
 
@@ -86,7 +93,11 @@ class PoliteFetcher:
             try:
                 return self.inner.get(url)
             except MediaError as exc:
-                if not exc.retryable or attempt == self.retry.retries:
+                asked = exc.retry_after_s if isinstance(exc, Transient) else None
+                if asked is not None:
+                    # every request to the host waits, not only this retry
+                    self.limiter.defer(host, asked, self.clock())
+                if not exc.retryable or attempt == self.retry.retries or (asked or 0) > self.retry.retry_after_cap_s:
                     raise
                 delay = retry_delay(attempt, self.retry, self.rng.random())
                 log.info("retrying %s in %.1f s (%s: %s)", url, delay, type(exc).__name__, exc)
@@ -94,6 +105,10 @@ class PoliteFetcher:
                 if self._wait(delay):
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def slow_down(self, host: str, min_interval_s: float) -> None:
+        """robots.txt's Crawl-delay for ``host``."""
+        self.limiter.slow_down(host, min_interval_s, self.clock())
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)

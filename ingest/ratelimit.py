@@ -17,6 +17,7 @@ class TokenBucket:
     burst: float  # most tokens held: requests allowed back to back after a quiet spell
     tokens: float
     updated: float
+    not_before: float = 0.0  # a server's Retry-After: nothing is sent to the host before this time
 
     def reserve(self, now: float) -> float:
         """Take one token; return the seconds to wait until it is really there (0 when it already is)."""
@@ -30,7 +31,8 @@ class TokenBucket:
 class HostRateLimiter:
     """``reserve(host, now)``: seconds to wait before the next request to ``host``.
 
-    ``rate`` is requests per second per host (0 turns pacing off). Buckets of the least recently used
+    ``rate`` is requests per second per host (0 turns pacing off, except for a host that asked to be
+    slowed down or deferred). Buckets of the least recently used
     hosts are forgotten past ``max_hosts``, so a crawl over many domains cannot grow this without end;
     a forgotten host starts again with a full bucket, which is what a long-idle host would have anyway.
     """
@@ -44,10 +46,30 @@ class HostRateLimiter:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def reserve(self, host: str, now: float) -> float:
-        if self.rate == 0:
-            return 0.0
+        bucket = self._bucket(host, now)
+        wait = max(0.0, bucket.not_before - now)
+        if bucket.rate == 0:
+            return wait
+        return max(wait, bucket.reserve(now))
+
+    def slow_down(self, host: str, min_interval_s: float, now: float) -> None:
+        """At most one request per ``min_interval_s`` to ``host`` (robots.txt's Crawl-delay); never speeds up."""
+        if min_interval_s <= 0:
+            return
+        bucket = self._bucket(host, now)
+        rate = 1.0 / min_interval_s
+        if bucket.rate == 0 or rate < bucket.rate:
+            bucket.rate, bucket.burst = rate, 1.0
+            bucket.tokens = min(bucket.tokens, 1.0)
+
+    def defer(self, host: str, seconds: float, now: float) -> None:
+        """No request to ``host`` for ``seconds`` (the server's Retry-After), whatever the bucket holds."""
+        bucket = self._bucket(host, now)
+        bucket.not_before = max(bucket.not_before, now + seconds)
+
+    def _bucket(self, host: str, now: float) -> TokenBucket:
         bucket = self._buckets.pop(host, None) or TokenBucket(self.rate, self.burst, self.burst, now)
         self._buckets[host] = bucket  # most recently used last
         while len(self._buckets) > self.max_hosts:
             self._buckets.popitem(last=False)
-        return bucket.reserve(now)
+        return bucket

@@ -3,7 +3,8 @@ the standard library's :mod:`urllib.robotparser`, and kept per origin for a whil
 
 What an unreadable robots.txt means follows RFC 9309: a 4xx answer (none there, or not for us) allows
 everything; a server or network failure disallows everything until the next try, which comes sooner
-(``error_ttl_s``) than the refetch of a good file (``ttl_s``).
+(``error_ttl_s``) than the refetch of a good file (``ttl_s``). A ``Crawl-delay`` or ``Request-rate``
+is passed on to the fetcher's per-host pacing (``pace``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
+def min_interval_s(parser: RobotFileParser, user_agent: str) -> float | None:
+    """Seconds between two requests that robots.txt asks of ``user_agent`` (the slower of Crawl-delay
+    and Request-rate), or None when it asks nothing."""
+    asked: list[float] = []
+    try:
+        delay = parser.crawl_delay(user_agent)
+        rate = parser.request_rate(user_agent)
+    except (TypeError, ValueError):  # a malformed line is the site's mistake, not a reason to stop
+        return None
+    if delay is not None:
+        asked.append(float(delay))
+    if rate is not None and rate.requests > 0:
+        asked.append(rate.seconds / rate.requests)
+    return max(asked) if asked and max(asked) > 0 else None
+
+
 def rules_from_text(text: str) -> RobotFileParser:
     parser = RobotFileParser()
     parser.parse(text.splitlines())
@@ -55,12 +72,15 @@ class RobotsCache:
         user_agent: str = USER_AGENT,
         clock: Callable[[], float] = time.monotonic,
         max_origins: int = 1000,
+        pace: Callable[[str, float], None] | None = None,
     ) -> None:
         self.ttl_s = ttl_s
         self.error_ttl_s = min(error_ttl_s, ttl_s)
         self.user_agent = user_agent
         self.clock = clock
         self.max_origins = max_origins
+        # told (host, seconds between requests) when a robots.txt asks for a Crawl-delay or Request-rate
+        self.pace = pace
         self._rules: OrderedDict[str, _Rules] = OrderedDict()
         self.fetches = 0  # robots.txt requests made, so tests and metrics can see the cache work
 
@@ -80,6 +100,9 @@ class RobotsCache:
             self._rules.move_to_end(origin)
             return cached
         rules = self._load(origin, fetch, now)
+        interval = min_interval_s(rules.parser, self.user_agent)
+        if interval and self.pace is not None:
+            self.pace(urlsplit(origin).hostname or "", interval)
         self._rules[origin] = rules
         self._rules.move_to_end(origin)
         while len(self._rules) > self.max_origins:

@@ -177,7 +177,8 @@ def scheduler_for(
     fetcher = PoliteFetcher.from_settings(settings, stop)
     scheduler = Scheduler(StateStore.in_data_dir(settings.data_dir), fetcher, publish,
                           backoff_max_s=settings.crawler_backoff_max_s)
-    context = SourceContext(robots=RobotsCache(settings.crawler_robots_ttl_s) if settings.crawler_robots else None)
+    robots = RobotsCache(settings.crawler_robots_ttl_s, pace=fetcher.slow_down) if settings.crawler_robots else None
+    context = SourceContext(robots=robots)
     problems: list[tuple[str, str]] = []
     names: set[str] = set()
     for i, entry in enumerate(config.sources):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from kafka.partitioner.default import murmur2 as kafka_murmur2
 from deepwatch.media.errors import NotFound, Transient
 from deepwatch.settings import load_settings
 from ingest.backoff import RetryPolicy, poll_delay, retry_delay, source_backoff
-from ingest.fetcher import GuardedFetcher
+from ingest.fetcher import GuardedFetcher, retry_after_seconds
 from ingest.partition import murmur2, partition_for
 from ingest.polite import PoliteFetcher
 from ingest.ratelimit import HostRateLimiter, TokenBucket
@@ -238,3 +239,57 @@ def test_failing_source_backs_off_and_resets_on_success(site: Site, tmp_path: Pa
         assert status["consecutive_failures"] == 0 and status["backoff_s"] == 0 and status["last_error"] is None
         assert (status["polls"], status["failures"], status["discovered"], status["published"]) == (6, 5, 2, 2)
         assert status["last_success_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("Wed, 23 Nov 2026 10:02:00 GMT", 120.0),  # an HTTP-date, two minutes after "now"
+        ("Wed, 23 Nov 2026 09:00:00 GMT", 0.0),  # already past
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(header: str | None, expected: float | None) -> None:
+    now = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds(header, now) == expected
+
+
+def test_limiter_defers_a_host_and_crawl_delay_only_slows_it() -> None:
+    limiter = HostRateLimiter(rate=10.0, burst=5)
+    limiter.defer("a", 30.0, now=0.0)
+    assert limiter.reserve("a", 0.0) == pytest.approx(30.0)
+    assert limiter.reserve("b", 0.0) == 0.0  # other hosts are not held back
+    limiter.slow_down("b", 4.0, now=0.0)
+    waits = [limiter.reserve("b", 0.0) for _ in range(3)]
+    assert waits == pytest.approx([0.0, 4.0, 8.0])  # burst 1 at one request per 4 s (one token was spent)
+    limiter.slow_down("b", 0.01, now=0.0)  # a faster Crawl-delay than the setting never speeds up
+    assert limiter.reserve("b", 0.0) == pytest.approx(12.0)
+    unpaced = HostRateLimiter(rate=0)
+    unpaced.slow_down("c", 2.0, now=0.0)
+    assert [unpaced.reserve("c", 0.0), unpaced.reserve("c", 0.0)] == pytest.approx([0.0, 2.0])
+
+
+def test_retry_after_holds_back_the_host_and_a_long_one_ends_the_fetch(site: Site) -> None:
+    site.put("/busy", "", status=429, **{"Retry-After": "20"})
+    site.put("/closed", "", status=503, **{"Retry-After": "3600"})
+    clock = FakeClock()
+    fetcher = _polite(clock, retries=1)
+    try:
+        with pytest.raises(Transient, match="Retry-After 20"):
+            fetcher.get(f"{site.base}/busy")
+        # the retry waited for the server's 20 s, not the 0.5 to 1 s of our own backoff
+        assert sum(clock.sleeps) == pytest.approx(20.0)
+        clock.sleeps.clear()
+        with pytest.raises(Transient, match="Retry-After 3600"):
+            fetcher.get(f"{site.base}/closed")
+        assert site.hits.count("/closed") == 1  # over the 300 s cap: no retry inside the poll
+        site.put("/ok", "fine")
+        assert fetcher.get(f"{site.base}/ok").body == b"fine"
+        assert clock.sleeps and clock.sleeps[-1] >= 3599  # and the host waits that long for anything
+    finally:
+        fetcher.close()

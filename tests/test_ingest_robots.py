@@ -9,7 +9,7 @@ from deepwatch.media.errors import Transient
 from deepwatch.settings import load_settings
 from ingest.crawler import SourceConfig, SourcesFile
 from ingest.fetcher import GuardedFetcher
-from ingest.robots import RobotsCache, origin_of, rules_from_text
+from ingest.robots import RobotsCache, min_interval_s, origin_of, rules_from_text
 from ingest.scheduler import Scheduler, scheduler_for
 from ingest.sources import install
 from ingest.sources.pages import PageOptions, PageSource
@@ -128,3 +128,13 @@ def test_robots_can_be_switched_off(site: Site, fetcher: GuardedFetcher, tmp_pat
         scheduler = scheduler_for(load_settings(data_dir=str(tmp_path), crawler_robots=setting), config, print)
         scheduler.fetcher.close()  # type: ignore[attr-defined]
         assert (scheduler.entries["pages"].source.robots is not None) is honoured  # type: ignore[attr-defined]
+
+
+def test_crawl_delay_and_request_rate_pace_the_host(site: Site, fetcher: GuardedFetcher) -> None:
+    site.put("/robots.txt", "User-agent: *\nCrawl-delay: 2\nRequest-rate: 1/5\nDisallow: /private/\n", "text/plain")
+    paced: list[tuple[str, float]] = []
+    cache = RobotsCache(pace=lambda host, seconds: paced.append((host, seconds)))
+    assert cache.refusal(f"{site.base}/open/1", fetcher) is None
+    assert cache.refusal(f"{site.base}/open/2", fetcher) is None  # cached: told once
+    assert paced == [("127.0.0.1", 5.0)]  # the slower of the two asks
+    assert min_interval_s(rules_from_text(ROBOTS), "deepwatch-crawler") is None

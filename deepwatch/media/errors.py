@@ -45,6 +45,13 @@ class Corrupt(MediaError):
 
 
 class Transient(MediaError):
-    """A failure that may go away: connection reset, HTTP 5xx, rate limiting."""
+    """A failure that may go away: connection reset, HTTP 5xx, rate limiting.
+
+    ``retry_after_s``: how long the server asked us to wait (its ``Retry-After``), when it said.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -35,6 +36,7 @@ from deepwatch.settings import Settings
 
 USER_AGENT = "deepwatch-crawler/1 (+https://github.com/deepwatch)"
 REDIRECTS = {301, 302, 303, 307, 308}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class Fetcher(Protocol):
     max_redirects: int
 
     def get(self, url: str) -> Response: ...
+
+    def paced(self, url: str, request: Callable[[], T]) -> T:
+        """Run ``request`` (which talks to ``url``'s host with its own client, as yt-dlp does) under the
+        same pacing and retries as :meth:`get`."""
+        ...
 
 
 class GuardedFetcher:
@@ -74,6 +81,9 @@ class GuardedFetcher:
         return cls(AddressPolicy.from_networks(settings.fetch_allow_networks),
                    timeout_s=min(settings.fetch_timeout_s, 60.0), max_bytes=min(max_bytes, settings.fetch_max_bytes),
                    max_redirects=settings.fetch_max_redirects)
+
+    def paced(self, url: str, request: Callable[[], T]) -> T:
+        return request()  # no pacing here: that is PoliteFetcher's job
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from deepwatch.media.errors import MediaError, Transient
@@ -26,6 +27,7 @@ from ingest.fetcher import Fetcher, GuardedFetcher, Response
 from ingest.ratelimit import HostRateLimiter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PoliteFetcher:
@@ -84,6 +86,9 @@ class PoliteFetcher:
         return self.stop.wait(seconds)
 
     def get(self, url: str) -> Response:
+        return self.paced(url, lambda: self.inner.get(url))
+
+    def paced(self, url: str, request: Callable[[], T]) -> T:
         host = (urlsplit(url).hostname or "").lower()
         for attempt in range(self.retry.retries + 1):
             wait = self.limiter.reserve(host, self.clock())
@@ -91,7 +96,7 @@ class PoliteFetcher:
             if self._wait(wait):
                 raise MediaError(f"crawler stopping; {url} not fetched")
             try:
-                return self.inner.get(url)
+                return request()
             except MediaError as exc:
                 asked = exc.retry_after_s if isinstance(exc, Transient) else None
                 if asked is not None:

@@ -25,6 +25,7 @@ from ingest.polite import PoliteFetcher
 from ingest.ratelimit import HostRateLimiter, TokenBucket
 from ingest.scheduler import Scheduler
 from ingest.sources.feeds import FeedOptions, FeedSource
+from ingest.sources.ytdlp_listing import YtdlpListingSource, YtdlpOptions
 from ingest.state import StateStore
 from tests.ingest_support import LOOPBACK, Published, Site, rss
 
@@ -293,3 +294,27 @@ def test_retry_after_holds_back_the_host_and_a_long_one_ends_the_fetch(site: Sit
         assert clock.sleeps and clock.sleeps[-1] >= 3599  # and the host waits that long for anything
     finally:
         fetcher.close()
+
+
+def test_ytdlp_listings_are_paced_and_retried_like_requests(site: Site, tmp_path: Path) -> None:
+    answers = iter([(503, "text/plain", b"", {}), (200, "application/rss+xml", rss(("one", "/v/1")).encode(), {})])
+
+    class Flaky(dict):  # the channel answers 503 once, then the listing
+        def get(self, path, default=None):  # type: ignore[override]
+            return next(answers) if path == "/channel.rss" else super().get(path, default)
+
+    site.routes = Flaky(site.routes)
+    clock = FakeClock()
+    fetcher = _polite(clock, rate=0.5)
+    source = YtdlpListingSource("chan", YtdlpOptions(url=f"{site.base}/channel.rss", timeout_s=60))
+    try:
+        fetcher.get(f"{site.base}/robots-free")  # any earlier request to the host takes its one token
+    except NotFound:
+        pass
+    try:
+        poll = source.poll(StateStore(tmp_path).load("chan"), fetcher)
+    finally:
+        fetcher.close()
+    assert [f.url for f in poll.found] == [f"{site.base}/v/1.mp4"]
+    assert fetcher.retries == 1  # yt-dlp's 503 went through our retry, not only yt-dlp's own
+    assert clock.sleeps[0] == pytest.approx(2.0)  # the listing waited for the host's turn (0.5 request/s)

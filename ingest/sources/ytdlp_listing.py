@@ -75,6 +75,10 @@ class YtdlpListingSource:
         return cls(config.name, parse(YtdlpOptions, config.options))
 
     def list_flat(self, fetch: Fetcher) -> dict[str, Any]:
+        # paced and retried like the crawler's own requests: one listing is one request to the site's host
+        return fetch.paced(self.options.url, lambda: self._list_flat(fetch))
+
+    def _list_flat(self, fetch: Fetcher) -> dict[str, Any]:
         from deepwatch.media.redirects import LimitedYoutubeDL, RedirectLimit  # imports yt-dlp: only when used
 
         redirects = RedirectLimit(fetch.max_redirects)

@@ -4,7 +4,7 @@ Ours is the crawler's whole path for a batch source, as ``deepwatch crawl`` runs
 with N fresh URLs (a mix of platform post links with share parameters and plain media URLs) polled by
 the scheduler — lines parsed, every URL canonicalised, checked against the seen set, turned into a
 ``UrlDiscovered`` validated against the contract, keyed by canonical URL and published by
-:class:`~ingest.producer.UrlPublisher` (acks=all, idempotence, gzip) until every event is
+:class:`~deepwatch.publisher.UrlPublisher` (acks=all, idempotence, gzip) until every event is
 acknowledged, then the source's state saved. The clock runs from the start of the poll to its end.
 
 The peer, measured in the same run right after each of ours: a bare kafka-python ``KafkaProducer``
@@ -35,9 +35,9 @@ from deepwatch.contracts import UrlDiscovered
 from deepwatch.embedded.broker import ensure_topics, start_broker
 from deepwatch.embedded.processes import free_port
 from deepwatch.media.guard import AddressPolicy
+from deepwatch.publisher import BATCH_BYTES, UrlPublisher
 from ingest.events import discovered
 from ingest.fetcher import GuardedFetcher
-from ingest.producer import BATCH_BYTES, UrlPublisher
 from ingest.scheduler import Scheduler
 from ingest.sources.files import FileOptions, FileSource
 from ingest.state import StateStore

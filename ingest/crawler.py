@@ -58,8 +58,8 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     """Serve health and metrics and run the scheduler until SIGTERM/SIGINT (blocks)."""
     from prometheus_client import REGISTRY
 
+    from deepwatch.publisher import UrlPublisher
     from ingest.metrics import CrawlerCollector
-    from ingest.producer import UrlPublisher
     from ingest.scheduler import scheduler_for
     from ingest.sources import install
     from ingest.status import data_dir_id
@@ -89,7 +89,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
         return {"status": "ok", "part": "crawler", "pid": os.getpid(), "sources": len(config.sources),
                 "data_dir": data_dir_id(settings.data_dir), "by_source": scheduler.status()}
 
-    server = start_health_server("127.0.0.1", settings.crawler_port, status)
+    server = start_health_server(settings.probe_host, settings.crawler_port, status)
     log.info("crawler running with %d sources; health and metrics on port %d", len(config.sources),
              settings.crawler_port)
     worker = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)

@@ -1,65 +1,22 @@
 """Turn discovered URLs into validated ``UrlDiscovered`` events (pure, no I/O).
 
-:func:`discovered` builds one event; :func:`discovered_batch` builds a poll's worth, which is the hot
-path of a crawler: it reuses the canonical URL a source already computed (the id of a
-:class:`~ingest.sources.base.Found`), one discovery time for the whole poll, trace ids cut from one
-call to the OS's random source and the platform looked up once per origin. Every event is still
-validated against the contract, one at a time, so that one bad item is dropped alone.
+:func:`discovered` builds one event (it lives in :mod:`deepwatch.url_events`, shared with the API);
+:func:`discovered_batch` builds a poll's worth, which is the hot path of a crawler: it reuses the
+canonical URL a source already computed (the id of a :class:`~ingest.sources.base.Found`), one
+discovery time for the whole poll, trace ids cut from one call to the OS's random source and the
+platform looked up once per origin. Every event is still validated against the contract, one at a
+time, so that one bad item is dropped alone.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from datetime import datetime
-from functools import lru_cache
 
 from deepwatch.contracts import Hints, UrlDiscovered, utcnow
-from deepwatch.media.urls import canonical_url, platform_of
+from deepwatch.url_events import discovered
 
-
-@lru_cache(maxsize=4096)
-def _platform_of_origin(origin: str) -> str:
-    return platform_of(origin + "/")
-
-
-def platform_of_canonical(canonical: str) -> str:
-    """``platform_of`` for a canonical URL, cached per origin: the platform depends on the host alone,
-    and a canonical URL always has a path, so its origin ends at the first "/" after "://"."""
-    start = canonical.find("://")
-    end = canonical.find("/", start + 3) if start >= 0 else -1
-    if end < 0:
-        return platform_of(canonical)
-    return _platform_of_origin(canonical[:end])
-
-
-def discovered(
-    url: str,
-    source: str,
-    hints: Hints | None = None,
-    *,
-    canonical: str | None = None,
-    at: datetime | None = None,
-    trace_id: str | None = None,
-) -> UrlDiscovered:
-    """Raises ``Unsupported`` for non-http(s) input and ``ContractError``/``ValueError`` for invalid fields.
-
-    ``canonical`` must be ``canonical_url(url)`` when given (sources have it already).
-    """
-    canonical = canonical or canonical_url(url)
-    extra: dict[str, object] = {}
-    if at is not None:
-        extra["discovered_at"] = at
-    if trace_id is not None:
-        extra["trace_id"] = trace_id
-    return UrlDiscovered(
-        url=url.strip(),
-        canonical_url=canonical,
-        source=source,
-        platform=platform_of_canonical(canonical),
-        hints=hints,
-        **extra,
-    )
+__all__ = ["discovered", "discovered_batch"]  # discovered: bench/ingest.py imports it from here
 
 
 def discovered_batch(

@@ -2,7 +2,7 @@
 
 Same formula as the Java client and kafka-python's ``DefaultPartitioner`` (murmur2 of the key bytes,
 sign bit cleared, modulo the partition count), so an event we place ourselves lands where any other
-producer of the same canonical URL (``deepwatch submit``, the API) puts it. Reading the key four
+producer of the same canonical URL (the crawler, ``deepwatch submit``, the API) puts it. Reading the key four
 bytes at a time with ``struct`` makes this about twice as fast as kafka-python's byte-indexing
 version, and passing the partition to ``send`` skips that partitioner's per-record sorting of the
 partition list: together a measurable share of the publish path.

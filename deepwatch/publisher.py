@@ -1,4 +1,4 @@
-"""Publish ``UrlDiscovered`` events to Kafka with kafka-python.
+"""Publish ``UrlDiscovered`` events to Kafka with kafka-python (the crawler, ``deepwatch submit``, the API).
 
 Keyed by canonical URL (same URL → same partition → the stream's dedup table sees it), ``acks=all``
 and idempotence so a retried send is neither lost nor doubled, and compressed. kafka-python 3 has
@@ -9,7 +9,7 @@ returns; a failure is raised, never dropped.
 
 Throughput (``deepwatch bench ingest``): large batches (``batch_size``) with a short linger make
 fewer, bigger produce requests, which costs the sender thread less per event; the partition is
-computed here (:mod:`ingest.partition`); the ``crc32c`` package spares kafka-python its pure-Python
+computed here (:mod:`deepwatch.partition`); the ``crc32c`` package spares kafka-python its pure-Python
 checksum of every batch.
 """
 
@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from deepwatch.contracts import TOPIC_URLS, UrlDiscovered
-from ingest.partition import partition_for
+from deepwatch.partition import partition_for
 
 WINDOW = 5000  # events awaited at a time; two windows (~3 MB of JSON) at most in flight
 BATCH_BYTES = 512 * 1024
@@ -33,22 +33,32 @@ class PublishError(RuntimeError):
 
 class UrlPublisher:
     def __init__(
-        self, bootstrap: str, max_block_s: float = 30.0, topic: str = TOPIC_URLS, window: int = WINDOW
+        self,
+        bootstrap: str,
+        max_block_s: float = 30.0,
+        topic: str = TOPIC_URLS,
+        window: int = WINDOW,
+        client_id: str = "deepwatch-ingest",
     ) -> None:
+        """Raises :class:`PublishError` when no broker answers at ``bootstrap``."""
         self.topic = topic
         self.timeout_s = max_block_s
         self.window = window
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","),
-            acks="all",
-            enable_idempotence=True,
-            compression_type="gzip",
-            linger_ms=20,
-            batch_size=BATCH_BYTES,
-            retries=5,
-            max_block_ms=int(max_block_s * 1000),
-            client_id="deepwatch-ingest",
-        )
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap.split(","),
+                acks="all",
+                enable_idempotence=True,
+                compression_type="gzip",
+                linger_ms=20,
+                batch_size=BATCH_BYTES,
+                retries=5,
+                max_block_ms=int(max_block_s * 1000),
+                bootstrap_timeout_ms=int(max_block_s * 1000),  # an absent broker fails as fast as a full buffer
+                client_id=client_id,
+            )
+        except KafkaError as exc:  # e.g. NoBrokersAvailable: callers handle one error type
+            raise PublishError(f"no Kafka broker at {bootstrap}: {exc}") from exc
 
     def publish(self, events: list[UrlDiscovered]) -> list[tuple[int, int]]:
         """Send and wait for every acknowledgement; return (partition, offset) per event."""

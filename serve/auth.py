@@ -6,7 +6,6 @@ A key is sent as ``X-API-Key`` or ``Authorization: Bearer``. ``admin`` holds eve
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException
@@ -24,12 +23,21 @@ def _matching_key(ctx: ApiContext, given: str) -> ApiKey | None:
     return found
 
 
-def require_scope(scope: str) -> Callable[..., ApiKey]:
-    """A route dependency: the request carries a configured key holding ``scope``."""
-    if scope not in API_SCOPES:
-        raise ValueError(f"unknown scope {scope!r}")
+class RequireScope:
+    """A route dependency: the request carries a configured key holding ``scope``.
 
-    def check(
+    A module-level class, not a closure: Ray Serve pickles the app into each replica, and a closure is
+    pickled by value without the module globals its annotations name, while this class travels by
+    reference and FastAPI reads its ``__call__`` signature in the replica.
+    """
+
+    def __init__(self, scope: str) -> None:
+        if scope not in API_SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.scope = scope
+
+    def __call__(
+        self,
         ctx: Annotated[ApiContext, Depends(context)],
         x_api_key: Annotated[str | None, Header()] = None,
         authorization: Annotated[str | None, Header()] = None,
@@ -44,9 +52,10 @@ def require_scope(scope: str) -> Callable[..., ApiKey]:
         key = _matching_key(ctx, given)
         if key is None:
             raise HTTPException(403, "invalid API key")
-        if scope not in key.scopes and "admin" not in key.scopes:
-            raise HTTPException(403, f"this key lacks the {scope!r} scope")
+        if self.scope not in key.scopes and "admin" not in key.scopes:
+            raise HTTPException(403, f"this key lacks the {self.scope!r} scope")
         return key
 
-    check.__name__ = f"require_{scope}"
-    return check
+
+def require_scope(scope: str) -> RequireScope:
+    return RequireScope(scope)

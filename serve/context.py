@@ -1,4 +1,5 @@
-"""What the API's routes share in one process: settings, health probes and the API keys.
+"""What the API's routes share in one process: settings, health probes, the API keys, and the index, object
+store and Kafka publisher, each opened on first use and kept.
 
 Kept in a module variable rather than in ``app.state`` because Ray Serve pickles the FastAPI app
 into each replica before the replica's constructor runs, while functions of this module are
@@ -7,18 +8,29 @@ pickled by reference and so see the replica's own copy of the variable.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import HTTPException
 
-from deepwatch.settings import Settings, split_api_key
+from deepwatch.settings import Settings, parse_api_key
 from serve.health import Check, health_checks
+
+if TYPE_CHECKING:
+    from deepwatch.publisher import UrlPublisher
+    from storage.index import SearchIndex
+    from storage.objects import ObjectStore
+
+# How long a submit waits for Kafka: an API caller would rather get 503 than hang.
+PUBLISH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
 class ApiKey:
     secret: bytes
     scopes: frozenset[str]
+    name: str  # reviews are recorded under it; never the secret
 
 
 class ApiContext:
@@ -28,9 +40,51 @@ class ApiContext:
         self.settings = settings
         self.checks: dict[str, Check] = health_checks(settings)
         self.keys = [
-            ApiKey(secret.encode(), scopes)
-            for secret, scopes in (split_api_key(k.get_secret_value()) for k in settings.api_keys)
+            ApiKey(e.secret.encode(), e.scopes, e.name)
+            for e in (parse_api_key(k.get_secret_value()) for k in settings.api_keys)
         ]
+        self._lock = threading.Lock()
+        self._index: SearchIndex | None = None
+        self._store: ObjectStore | None = None
+        self._publisher: UrlPublisher | None = None
+
+    def index(self) -> SearchIndex:
+        with self._lock:
+            if self._index is None:
+                from storage.index import open_index
+
+                self._index = open_index(self.settings, long_lived=True)
+            return self._index
+
+    def store(self) -> ObjectStore:
+        with self._lock:
+            if self._store is None:
+                from storage.objects import open_object_store
+
+                self._store = open_object_store(self.settings)
+            return self._store
+
+    def publisher(self) -> UrlPublisher:
+        """Raises :class:`deepwatch.publisher.PublishError` when Kafka is unset or unreachable; the next call
+        tries again."""
+        from deepwatch.publisher import PublishError, UrlPublisher
+
+        if not self.settings.kafka_bootstrap:
+            raise PublishError("no Kafka is configured (DEEPWATCH_KAFKA_BOOTSTRAP)")
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = UrlPublisher(
+                    self.settings.kafka_bootstrap, max_block_s=PUBLISH_TIMEOUT_S, client_id="deepwatch-api"
+                )
+            return self._publisher
+
+    def close(self) -> None:
+        with self._lock:
+            index, publisher, self._index, self._publisher, self._store = self._index, self._publisher, None, None, None
+        if index is not None:
+            index.close()
+        if publisher is not None:
+            publisher.close()
 
 
 _context: ApiContext | None = None
@@ -42,7 +96,14 @@ def context() -> ApiContext:
     return _context
 
 
+def configured() -> ApiContext | None:
+    """The context, or None before :func:`configure` (no 503 raised: for middleware)."""
+    return _context
+
+
 def configure(settings: Settings) -> ApiContext:
     global _context
-    _context = ApiContext(settings)
+    previous, _context = _context, ApiContext(settings)
+    if previous is not None:
+        previous.close()
     return _context

@@ -1,4 +1,8 @@
-"""The Ray Serve application: the API ingress (detector deployments join it in issue 7).
+"""The Ray Serve application: the API ingress composed with the scoring deployments.
+
+``build`` binds, with handles passed by ``.bind()`` composition: the faces deployment, one detector deployment
+per enabled detector (:mod:`serve.deployments`), and the ``Api`` ingress that holds their handles and runs
+the ensemble (:class:`serve.backends.ServeBackend`).
 
 ``deepwatch serve`` runs it on a local Ray (or the cluster at ``DEEPWATCH_RAY_ADDRESS``); on
 Kubernetes a KubeRay RayService imports :func:`build` by its import path ``serve.app:build``.
@@ -15,10 +19,15 @@ import threading
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deepwatch.settings import Settings, load_settings
 from serve.api import build_api
+from serve.backends import ServeBackend
 from serve.context import configure
+from serve.deployments import DetectorDeployment, Faces, detector_options, faces_options
+from serve.ensemble import EnsembleConfig
+from serve.routes_score import use_backend
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +40,38 @@ _api = build_api()
 @serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, num_replicas=1)
 @serve.ingress(_api)
 class Api:
-    def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: str | None,
+        overrides: dict[str, Any],
+        faces: DeploymentHandle | None = None,
+        detectors: dict[str, DeploymentHandle] | None = None,
+    ) -> None:
         # Settings are read again inside the replica (environment + config file), so secrets never
         # travel through Ray's object store in clear text.
-        configure(load_settings(config, **overrides))
+        settings = load_settings(config, **overrides)
+        configure(settings)
+        if faces is not None and detectors:
+            use_backend(ServeBackend(faces, detectors, EnsembleConfig.from_settings(settings)))
 
 
 def build(args: dict[str, Any] | None = None) -> serve.Application:
     """The application builder (also the RayService import path)."""
+    from serve.detectors.registry import available, select
+
     args = dict(args or {})
-    return Api.bind(args.pop("config", None), args)
+    config = args.pop("config", None)
+    # read here only for the deployments' options (replicas, CPUs, batch sizes); every replica reads its own
+    settings = load_settings(config, **args)
+    classes = [r.cls for r in select(available(settings), settings.detectors or None)]
+    detectors = {
+        cls.name: DetectorDeployment.options(**detector_options(settings, cls.name, cls.runtime_env)).bind(
+            cls.name, config, args
+        )
+        for cls in classes
+    }
+    faces = Faces.options(**faces_options(settings)).bind([cls.input_size for cls in classes], config, args)
+    return Api.bind(config, args, faces, detectors)
 
 
 def run_serve(settings: Settings, config: str | None, overrides: dict[str, Any]) -> None:

@@ -1,16 +1,16 @@
 """Score one media file locally: decode, find faces, crop, run the detectors, ensemble.
 
-Each step is its own function so that the Serve deployments can run them apart (faces deployment:
-:func:`decode_media` and :func:`find_faces`; one deployment per detector: ``detector.predict`` on
-:func:`crops_for`; ensemble: :func:`aggregate` per detector, then :func:`serve.ensemble.decide`);
-:func:`score_file` chains them in one process for ``deepwatch score``.
+Each step is its own function so that the Serve deployments (:mod:`serve.deployments`) run them apart:
+the faces deployment :func:`prepare` (hash, decode, faces, crops per input size, as :class:`FaceCrops`), one
+deployment per detector ``predict`` on :func:`detector_input` then :func:`detector_result`, and the ingress
+:func:`finish` (the ensemble); :func:`score_file` chains them in one process for ``deepwatch score``.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -178,21 +178,57 @@ def aggregate(p_fake: Sequence[float] | np.ndarray, frame_ids: Sequence[int]) ->
     return media_score(frame_score(v) for v in by_frame.values()), len(by_frame)
 
 
-def run_detector(detector: Detector, faces: Sequence[Face]) -> tuple[DetectorScore | None, list[float]]:
-    """Run one detector over the faces; None when there are none."""
-    if not faces:
+@dataclass
+class FaceCrops:
+    """What the faces step hands every detector: one media item's face crops, resized once per input size.
+
+    Numpy arrays and plain lists only, so it crosses Ray's object store cheaply (the crops zero-copy).
+    """
+
+    media_id: str
+    kind: Literal["image", "video"]
+    frames: int  # frames sampled
+    face_frames: list[int]  # Face.frame of each crop, in crop order
+    clip: list[int]  # per frame with a face, the crop index of its most confident face, in time order
+    crops: dict[int, np.ndarray]  # input side -> uint8 (faces, side, side, 3)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def faces(self) -> int:
+        return len(self.face_frames)
+
+    @classmethod
+    def of(
+        cls, media_id: str, kind: Literal["image", "video"], frames: int, faces: Sequence[Face], sides: Iterable[int]
+    ) -> FaceCrops:
+        best = {id(f): i for i, f in enumerate(faces)}
+        clip = [best[id(f)] for f in representative_faces(faces)]
+        crops = {side: crops_for(faces, side) for side in sorted(set(sides))}
+        return cls(media_id, kind, frames, [f.frame for f in faces], clip, crops)
+
+
+def detector_input(crops: FaceCrops, detector: Detector | type[Detector]) -> np.ndarray:
+    """The batch ``detector`` takes for this media: every crop, or for a video detector the clip."""
+    batch = crops.crops[detector.input_size]
+    return batch[crops.clip] if detector.modality == "video" else batch
+
+
+def detector_result(
+    detector: Detector | type[Detector], p_fake: np.ndarray, crops: FaceCrops
+) -> tuple[DetectorScore | None, list[float]]:
+    """One detector's output on :func:`detector_input` -> its media score (None without faces) and per-face
+    scores; the output's shape and range are checked, since a plug-in may get them wrong."""
+    if crops.faces == 0:
         return None, []
+    p = np.asarray(p_fake, dtype=np.float64).reshape(-1)
     if detector.modality == "video":
-        clip = representative_faces(faces)
-        p = np.asarray(detector.predict(crops_for(clip, detector.input_size)), dtype=np.float64).reshape(-1)
         if p.shape != (1,):
             raise ValueError(f"video detector {detector.name} returned {p.shape[0]} scores for one clip, not 1")
-        score, frames, per_face = float(p[0]), len(clip), [float(p[0])]
+        score, frames, per_face = float(p[0]), len(crops.clip), [float(p[0])]
     else:
-        p = np.asarray(detector.predict(crops_for(faces, detector.input_size)), dtype=np.float64).reshape(-1)
-        if p.shape != (len(faces),):
-            raise ValueError(f"detector {detector.name} returned {p.shape[0]} scores for {len(faces)} crops")
-        value, frames = aggregate(p, [f.frame for f in faces])
+        if p.shape != (crops.faces,):
+            raise ValueError(f"detector {detector.name} returned {p.shape[0]} scores for {crops.faces} crops")
+        value, frames = aggregate(p, crops.face_frames)
         assert value is not None
         score, per_face = value, p.tolist()
     if not (np.isfinite(score) and 0.0 <= score <= 1.0):
@@ -200,46 +236,81 @@ def run_detector(detector: Detector, faces: Sequence[Face]) -> tuple[DetectorSco
     return DetectorScore(p_fake=score, model_version=detector.model_version(), frames=frames), per_face
 
 
+def score_detector(detector: Detector, crops: FaceCrops) -> tuple[DetectorScore | None, list[float]]:
+    if crops.faces == 0:
+        return None, []
+    return detector_result(detector, detector.predict(detector_input(crops, detector)), crops)
+
+
+def run_detector(detector: Detector, faces: Sequence[Face]) -> tuple[DetectorScore | None, list[float]]:
+    """Run one detector over the faces; None when there are none."""
+    return score_detector(detector, FaceCrops.of("", "image", 0, faces, [detector.input_size]))
+
+
+def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool = False) -> FaceCrops:
+    """The faces step: hash, decode, find faces (or take whole frames when ``aligned``), crop to ``sides``."""
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[stage] = now - mark
+        mark = now
+
+    media_id = sha256_file(path)
+    lap("sha256")
+    with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
+        kind, frames = decode_media(path, settings, Path(workdir))
+    lap("decode")
+    if aligned:
+        faces = whole_frames(frames)
+    else:
+        faces = find_faces(frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin)
+    lap("faces")
+    crops = FaceCrops.of(media_id, kind, len(frames), faces, sides)
+    lap("crops")
+    crops.timings = timings
+    return crops
+
+
+def finish(
+    crops: FaceCrops,
+    scores: dict[str, DetectorScore],
+    per_face: dict[str, list[float]],
+    timings: dict[str, float],
+    config: EnsembleConfig,
+) -> ScoreResult:
+    """The ensemble step: the detectors' media scores -> ensemble score and verdict, and the result."""
+    started = time.perf_counter()
+    score, decided = decide({n: s.p_fake for n, s in scores.items()}, config)
+    timings = {**crops.timings, **timings, "ensemble": time.perf_counter() - started}
+    return ScoreResult(crops.media_id, crops.kind, decided, score, scores, timings, crops.frames, crops.faces, per_face)
+
+
 def score_file(
     path: Path, settings: Settings, detectors: Sequence[Detector] | None = None, aligned: bool = False
 ) -> ScoreResult:
-    """Score one local media file with ``detectors`` (default: the settings' detectors, loaded).
+    """Score one local media file with ``detectors`` (default: the settings' detectors, loaded), in this process.
 
     ``aligned``: the file is already an aligned face crop (or a video of them); every frame is fed whole.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
-
-    def lap(stage: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = now - since
-        return now
-
     if detectors is None:
         from serve.detectors.registry import load_detectors
 
         detectors = load_detectors(settings)
-        mark = lap("load", started)
-    else:
-        mark = started
-    media_id = sha256_file(path)
-    mark = lap("sha256", mark)
-    with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
-        kind, frames = decode_media(path, settings, Path(workdir))
-    mark = lap("decode", mark)
-    if aligned:
-        faces = whole_frames(frames)
-    else:
-        faces = find_faces(frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin)
-    mark = lap("faces", mark)
+        timings["load"] = time.perf_counter() - started
+    crops = prepare(path, settings, [d.input_size for d in detectors], aligned)
     scores: dict[str, DetectorScore] = {}
     per_face: dict[str, list[float]] = {}
     for detector in detectors:
-        result, per_face[detector.name] = run_detector(detector, faces)
+        mark = time.perf_counter()
+        result, per_face[detector.name] = score_detector(detector, crops)
         if result is not None:
             scores[detector.name] = result
-        mark = lap(f"detector.{detector.name}", mark)
-    score, decided = decide({n: s.p_fake for n, s in scores.items()}, EnsembleConfig.from_settings(settings))
-    lap("ensemble", mark)
-    timings["total"] = time.perf_counter() - started
-    return ScoreResult(media_id, kind, decided, score, scores, timings, len(frames), len(faces), per_face)
+        timings[f"detector.{detector.name}"] = time.perf_counter() - mark
+    result = finish(crops, scores, per_face, timings, EnsembleConfig.from_settings(settings))
+    result.timings["total"] = time.perf_counter() - started
+    return result

@@ -11,10 +11,7 @@ from deepwatch.cli import app
 
 runner = CliRunner()
 
-UNBUILT = [
-    (["score", "https://example.com/clip.mp4", "--json"], 7),
-    (["export", "--out", "/tmp/out", "--json"], 9),
-]
+UNBUILT: list[tuple[list[str], int]] = []  # every command of the design is built now
 
 
 @pytest.mark.parametrize(("argv", "issue"), UNBUILT)

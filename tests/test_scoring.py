@@ -132,3 +132,31 @@ def test_a_video_detector_gets_the_best_face_of_each_frame_as_one_clip() -> None
     assert score is not None and score.frames == 2
     assert score.p_fake == pytest.approx((200 + 50) / 2 / 255)
     assert per_face == [pytest.approx(score.p_fake)]
+
+
+def test_the_cli_scores_a_url_through_the_guard(
+    models_dir: Path, mesonet: dict[str, Detector], tmp_path: Path, site: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from deepwatch.cli import app
+
+    face = face_image(models_dir, "df/df00204.jpg")
+    path = tmp_path / "clip.mp4"
+    write_video(path, [face_scene(face, size=(480, 360), at=(100 + 2 * i, 60), side=200) for i in range(20)],
+                fps=10.0, gop=10)
+    site.put("/v.mp4", path.read_bytes(), "video/mp4")  # type: ignore[attr-defined]
+    url = f"{site.base}/v.mp4"  # type: ignore[attr-defined]
+    argv = ["score", url, "--detectors", "meso4_df", "--json", "--data-dir", str(tmp_path)]
+    refused = CliRunner().invoke(app, argv)  # loopback is refused by default: the SSRF guard is on
+    assert refused.exit_code == 1 and json.loads(refused.stdout)["kind"] == "Blocked"
+    monkeypatch.setenv("DEEPWATCH_FETCH_ALLOW_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("DEEPWATCH_SCORE_FRAMES_PER_VIDEO", "4")
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.stdout
+    document = json.loads(result.stdout)
+    want = score_file(path, load_settings(data_dir=tmp_path, score_frames_per_video=4), [mesonet["meso4_df"]])
+    assert document["media_id"] == want.media_id and set(document["detectors"]) == {"meso4_df"}
+    assert document["detectors"]["meso4_df"]["p_fake"] == pytest.approx(want.detectors["meso4_df"].p_fake, abs=1e-6)

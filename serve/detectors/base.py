@@ -78,6 +78,9 @@ class Detector(ABC):
     input_size: ClassVar[int]  # side of the square RGB crops predict takes
     weights: ClassVar[tuple[WeightFile, ...]] = ()
     sanity_media: ClassVar[str] = SANITY_MEDIA  # folder under the models dir with test faces for the sanity check
+    # Ray's runtime_env for this detector's Serve deployment (e.g. {"pip": ["timm==1.0.9"]}) when it needs
+    # packages the others do not; None runs it in the app's own environment.
+    runtime_env: ClassVar[dict[str, Any] | None] = None
 
     @abstractmethod
     def load(self, models_dir: Path, cache_dir: Path | None = None) -> None:

@@ -226,16 +226,27 @@ class MesoNetDetector(Detector):
     modality = "image"
     input_size: ClassVar[int] = INPUT_SIZE
     network: ClassVar[type[MesoNetBase]]
+    # Measured on CPU: MesoInception's thin branches run ~1.4x faster channels-last, Meso4 ~10 % slower.
+    channels_last: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.net: MesoNetBase | None = None
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: str) -> None:
+        """Run on ``device`` (e.g. "cuda" in a Serve replica given a GPU)."""
+        self.device = torch.device(device)
+        if self.net is not None:
+            self.net.to(self.device)
 
     def load(self, models_dir: Path, cache_dir: Path | None = None) -> None:
         (weight,) = self.weights
         h5 = verified_weight(models_dir, weight)
         net = self.network()
         net.load_state_dict(load_state(h5, weight.sha256, net, cache_dir))
-        self.net = net.eval()
+        self.net = net.eval().to(self.device)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
 
     def p_real(self, batch: np.ndarray) -> np.ndarray:
         """The network's own output (P(real)), as the Keras model gives it."""
@@ -245,7 +256,10 @@ class MesoNetDetector(Detector):
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
         with torch.inference_mode():
-            return self.net(to_tensor(batch)).numpy()
+            x = to_tensor(batch).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.net(x).cpu().numpy()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return 1.0 - self.p_real(batch)
@@ -268,12 +282,14 @@ class Meso4F2F(MesoNetDetector):
 
 
 class MesoInception4DF(MesoNetDetector):
+    channels_last = True
     name = "mesoinception4_df"
     network = MesoInception4Net
     weights = _weight("MesoInception_DF.h5", "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa")
 
 
 class MesoInception4F2F(MesoNetDetector):
+    channels_last = True
     name = "mesoinception4_f2f"
     network = MesoInception4Net
     weights = _weight("MesoInception_F2F.h5", "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f")

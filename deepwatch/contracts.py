@@ -115,6 +115,23 @@ class UrlDiscovered(Contract):
         return self.canonical_url.encode()
 
 
+class EventPosition(Part):
+    """Where an event sat in its Kafka partition: the offset, and the record's timestamp (ms) so that a
+    topic recreated from offset 0 (the embedded broker keeps topics in memory) reads as newer, not as a
+    replay."""
+
+    offset: Annotated[int, Field(ge=0)]
+    timestamp_ms: Annotated[int, Field(ge=0)]
+
+    def covers(self, other: EventPosition) -> bool:
+        """``other`` is this event or an earlier one of the same partition: already applied."""
+        return other.offset <= self.offset and other.timestamp_ms <= self.timestamp_ms
+
+
+# "<topic>:<partition>", e.g. "deepwatch.urls:3"
+PartitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}:[0-9]{1,6}$")]
+
+
 class Sighting(Part):
     """One distinct URL at which a media item was seen."""
 
@@ -126,6 +143,10 @@ class Sighting(Part):
     last_seen: AwareDatetime
     count: Annotated[int, Field(ge=1)] = 1
     hints: Hints | None = None
+    # The last event applied to this sighting, per partition. Events of one canonical URL share a
+    # Kafka key, hence a partition, and arrive in offset order: an event at or below the watermark is
+    # a redelivery (at-least-once after a crash or rebalance) and must not count again.
+    applied: dict[PartitionName, EventPosition] = Field(default_factory=dict)
 
     _urls = field_validator("url", "canonical_url")(_check_http_url)
 
@@ -287,6 +308,30 @@ class ScoredMedia(Contract):
     score: Probability | None
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
     at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class UrlFailure(Contract):
+    """A URL the stream could not score, and why: the answer to "why has this URL no score?".
+
+    Not a :class:`MediaRecord`: a URL whose bytes never arrived has no sha256 and no kind, so it is
+    keyed by its canonical URL instead (the worker keeps it in the object store under
+    ``failures/<sha256 of canonical_url>.json`` and dead-letters the event with the same reason).
+    """
+
+    canonical_url: HttpUrl
+    sighting: Sighting
+    verdict: Literal["error"] = "error"
+    stage: Annotated[str, Field(min_length=1, max_length=64)]
+    error_type: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=10_000)]
+    attempts: Annotated[int, Field(ge=1)] = 1
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _same_url(self) -> UrlFailure:
+        if self.sighting.canonical_url != self.canonical_url:
+            raise ValueError("sighting.canonical_url must equal canonical_url")
+        return self
 
 
 class DeadLetter(Contract):

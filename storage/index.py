@@ -75,8 +75,10 @@ class SearchIndex(Protocol):
     def add_sighting(self, media_id: str, sighting: Sighting) -> MediaRecord:
         """Count one more sighting (same canonical URL: count += sighting.count; new URL: appended).
 
-        Raises :class:`UnknownMedia` if there is no such record. Not idempotent by design: each
-        call is one event.
+        Raises :class:`UnknownMedia` if there is no such record. Each call is one event; a sighting
+        that carries its event position (``Sighting.applied``) is idempotent: an event at or below
+        the stored watermark of its URL is a redelivery and changes nothing
+        (``storage.merge.add_sighting``).
         """
         ...
 

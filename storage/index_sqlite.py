@@ -542,7 +542,8 @@ class SqliteIndex:
                 raise UnknownMedia(media_id)
             seq, old = loaded
             merged = merge.add_sighting(old, sighting)
-            self._store_many(conn, [_Write(seq, old, merged)])
+            if merged is not old:  # a redelivered event (merge.add_sighting) writes nothing
+                self._store_many(conn, [_Write(seq, old, merged)])
             return merged
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:

@@ -11,6 +11,7 @@ Layout::
     results/<id>.json           the scored record
     flagged/<id>.<ext>          flagged fakes, kept after the media is dropped
     exports/<name>/<path>       exported datasets
+    failures/<sha256 of URL>.json   why a URL has no record (the stream could not fetch or score it)
 
 The generic grammar (:func:`validate_key`) is what both backends enforce on *any* key: segments
 of ``[A-Za-z0-9._-]`` separated by single ``/``, none empty and none starting with ``.``. That one
@@ -21,6 +22,7 @@ a key or show up in a listing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from storage.errors import InvalidKey
@@ -30,13 +32,14 @@ THUMBS_PREFIX = "thumbs/"
 RESULTS_PREFIX = "results/"
 FLAGGED_PREFIX = "flagged/"
 EXPORTS_PREFIX = "exports/"
+FAILURES_PREFIX = "failures/"
 
 # Containers and image formats the fetcher may keep. An allowlist rather than a pattern: the
 # extension ends up in a file name on disk and in a Content-Type guess, so only known ones.
 MEDIA_EXTENSIONS = frozenset(
     {
         "mp4", "m4v", "mov", "webm", "mkv", "avi", "flv", "ts", "3gp", "mpg", "mpeg", "ogv",
-        "gif", "jpg", "jpeg", "png", "webp", "bmp", "heic", "avif",
+        "gif", "jpg", "jpeg", "png", "webp", "bmp", "heic", "avif", "tif", "tiff",
     }
 )  # fmt: skip
 
@@ -97,6 +100,11 @@ def result_key(media_id: str) -> str:
 
 def flagged_key(media_id: str, ext: str) -> str:
     return f"{FLAGGED_PREFIX}{check_media_id(media_id)}.{check_extension(ext)}"
+
+
+def failure_key(canonical_url: str) -> str:
+    """A URL that never downloaded has no media id; its failure is keyed by the canonical URL's hash."""
+    return f"{FAILURES_PREFIX}{hashlib.sha256(canonical_url.encode()).hexdigest()}.json"
 
 
 def export_prefix(name: str) -> str:

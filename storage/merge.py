@@ -10,13 +10,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepwatch.contracts import FINGERPRINT_PARALLEL, Fingerprints, MediaInfo, MediaRecord, Sighting, StoredObjects
+from deepwatch.contracts import (
+    FINGERPRINT_PARALLEL,
+    EventPosition,
+    Fingerprints,
+    MediaInfo,
+    MediaRecord,
+    Sighting,
+    StoredObjects,
+)
+
+
+def already_applied(old: Sighting, new: Sighting) -> bool:
+    """``new`` carries event positions that ``old``'s watermark covers: a redelivered event."""
+    return bool(new.applied) and all(
+        (mark := old.applied.get(partition)) is not None and mark.covers(position)
+        for partition, position in new.applied.items()
+    )
+
+
+def merge_applied(old: Sighting, new: Sighting) -> dict[str, EventPosition]:
+    """Per partition the later of the two watermarks."""
+    merged = dict(old.applied)
+    for partition, position in new.applied.items():
+        mark = merged.get(partition)
+        if mark is None or not mark.covers(position):
+            merged[partition] = position
+    return merged
 
 
 def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
     """One URL seen again. ``add_counts`` for a new event (the stream's ``add_sighting``); without
     it the two are views of the same history (an upsert replaying a record), so the larger count
-    is the truth and adding would double-count."""
+    is the truth and adding would double-count. A new event the watermark already covers
+    (:func:`already_applied`) changes nothing."""
+    if add_counts and already_applied(old, new):
+        return old
     count = old.count + new.count if add_counts else max(old.count, new.count)
     # The first report of a URL names where it was found; later ones only refresh the hints.
     return old.model_copy(
@@ -25,6 +54,7 @@ def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sightin
             "last_seen": max(old.last_seen, new.last_seen),
             "count": count,
             "hints": new.hints if new.hints is not None else old.hints,
+            "applied": merge_applied(old, new),
         }
     )
 
@@ -77,7 +107,13 @@ def merge_records(old: MediaRecord, new: MediaRecord) -> MediaRecord:
 
 
 def add_sighting(record: MediaRecord, sighting: Sighting) -> MediaRecord:
-    """A new event: the same URL counts up, a new URL is appended; the record's range widens."""
+    """A new event: the same URL counts up, a new URL is appended; the record's range widens.
+
+    Idempotent per event when the sighting carries its position (``Sighting.applied``): a
+    redelivered event returns ``record`` unchanged."""
+    known = next((s for s in record.sightings if s.canonical_url == sighting.canonical_url), None)
+    if known is not None and already_applied(known, sighting):
+        return record
     data = record.model_dump()
     data["sightings"] = [s.model_dump() for s in merge_sightings(record.sightings, [sighting], add_counts=True)]
     data["first_seen"] = min(record.first_seen, sighting.first_seen)

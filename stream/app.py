@@ -1,12 +1,18 @@
 """The Faust app of the stream worker (``deepwatch worker``).
 
 It consumes ``deepwatch.urls``. Every message is validated against the contract first: a poison
-message goes to ``deepwatch.dlq`` with its reason and the partition moves on. Valid events go to a
-:class:`Pipeline` — the dedup/fetch/score/record stages of issue 6 plug in there.
+message goes to ``deepwatch.dlq`` with its reason and the partition moves on. Valid events go to the
+:class:`~stream.pipeline.StreamPipeline` (dedup, fetch, score, record).
+
+At-least-once: Faust commits an event's offset only after the agent has taken the next one, and the
+pipeline returns only once the event's outcome is written (its stages retry our own services for as
+long as they are down), so a crash never commits an unwritten event; the redelivery after it is
+harmless because every write is idempotent (see ``stream.pipeline``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Protocol
@@ -15,35 +21,25 @@ import faust
 
 from deepwatch.contracts import (
     TOPIC_DLQ,
+    TOPIC_RESULTS,
     TOPIC_URLS,
     ContractError,
     DeadLetter,
+    ScoredMedia,
     UrlDiscovered,
     parse,
 )
 from deepwatch.settings import Settings
+from stream.metrics import CONTENT_TYPE, StreamMetrics
+from stream.records import Position
 
 log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
-    """What happens to a valid ``UrlDiscovered`` event."""
+    """What happens to a valid ``UrlDiscovered`` event (``stream.pipeline.StreamPipeline``)."""
 
-    async def process(self, event: UrlDiscovered) -> None: ...
-
-
-class AcceptOnly:
-    """The pipeline until the dedup/fetch/score stages land (issue 6): counts and logs events.
-
-    Named for what it does so nobody mistakes it for the real pipeline.
-    """
-
-    def __init__(self) -> None:
-        self.accepted = 0
-
-    async def process(self, event: UrlDiscovered) -> None:
-        self.accepted += 1
-        log.info("accepted %s (trace %s); scoring stages are not built yet", event.canonical_url, event.trace_id)
+    async def process(self, event: UrlDiscovered, position: Position | None = None) -> object: ...
 
 
 def dead_letter(
@@ -73,12 +69,18 @@ def dead_letter(
     )
 
 
+# Tries of an event whose pipeline raised something unforeseen (a bug) before it is dead-lettered: the
+# partition must move on, and the letter keeps the event for a replay once the bug is fixed.
+INTERNAL_ATTEMPTS = 3
+HANDLED_TABLE = "deepwatch-urls-handled"
+
+
 def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = None) -> faust.App:
     app = faust.App(
         "deepwatch-stream",
         broker=[f"kafka://{hp.strip()}" for hp in bootstrap.split(",")],
-        store="memory://",
-        web_host="127.0.0.1",
+        store="rocksdb://" if settings.worker_store == "rocksdb" else "memory://",
+        web_host=settings.probe_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         broker_session_timeout=settings.kafka_session_timeout_s,
@@ -89,16 +91,29 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         datadir=str(settings.data_dir / "faust"),
         processing_guarantee="at_least_once",
     )
-    chosen: Pipeline = pipeline or AcceptOnly()
     # Raw bytes in and out: we validate ourselves so a bad message becomes a dead letter instead of
     # a deserialisation error inside Faust that would stall the partition.
     urls = app.topic(TOPIC_URLS, key_type=bytes, value_type=bytes, value_serializer="raw")
     dlq = app.topic(TOPIC_DLQ, key_type=bytes, value_type=bytes, value_serializer="raw")
+    results = app.topic(TOPIC_RESULTS, key_type=bytes, value_type=bytes, value_serializer="raw")
+    # Canonical URL -> media_id (or FAILED). str keys: bytes keys broke changelog recovery here.
+    handled = app.Table(HANDLED_TABLE, default=None, key_type=str, value_type=str,
+                        partitions=settings.kafka_partitions)
+    metrics = getattr(pipeline, "metrics", None) or StreamMetrics()
+
+    async def publish_result(result: ScoredMedia) -> None:
+        await results.send(key=result.media_id.encode(), value=result.to_json())
+
+    async def publish_dead_letter(letter: DeadLetter) -> None:
+        await dlq.send(key=(letter.key or "").encode() or None, value=letter.to_json())
+
+    chosen: Pipeline = pipeline or _real_pipeline(settings, handled, publish_result, publish_dead_letter, metrics)
 
     @app.agent(urls)
     async def handle_urls(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            metrics.events.labels("validate").inc()
             try:
                 discovered = parse(UrlDiscovered, event.value or b"")
             except ContractError as exc:
@@ -111,16 +126,61 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
                     partition=message.partition,
                     offset=message.offset,
                 )
+                metrics.dead_letters.labels("validate").inc()
                 await dlq.send(key=event.key, value=letter.to_json())
                 log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
                 continue
-            await chosen.process(discovered)
+            position = Position(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
+            for attempt in range(1, INTERNAL_ATTEMPTS + 1):
+                try:
+                    outcome = await chosen.process(discovered, position)
+                    log.info("%s[%d]@%d %s: %s", message.topic, message.partition, message.offset,
+                             discovered.canonical_url, outcome)
+                    break
+                except Exception as exc:
+                    log.exception("pipeline failed on %s (attempt %d)", discovered.canonical_url, attempt)
+                    if attempt == INTERNAL_ATTEMPTS:
+                        letter = dead_letter(event.value, event.key, stage="internal", error=exc,
+                                             topic=message.topic, partition=message.partition,
+                                             offset=message.offset, attempts=attempt)
+                        metrics.dead_letters.labels("internal").inc()
+                        await dlq.send(key=event.key, value=letter.to_json())
+                    else:
+                        await asyncio.sleep(attempt)
+            try:
+                lag = app.consumer.highwater(message.tp) - message.offset - 1
+                metrics.lag.labels(str(message.partition)).set(max(lag, 0))
+            except Exception:
+                pass
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "part": "worker", "pid": os.getpid(), "rebalancing": bool(app.rebalancing)})
 
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # as a header: aiohttp refuses a content_type argument that carries a charset
+        return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
     return app
+
+
+def _real_pipeline(settings: Settings, handled, publish_result, publish_dead_letter, metrics) -> Pipeline:  # type: ignore[no-untyped-def]
+    from storage.index import open_index
+    from storage.objects import open_object_store
+    from stream.pipeline import StreamPipeline
+    from stream.scoring_client import ScoringClient
+
+    return StreamPipeline(
+        settings,
+        index=open_index(settings),
+        store=open_object_store(settings),
+        scorer=ScoringClient.from_settings(settings),
+        handled=handled,
+        publish_result=publish_result,
+        publish_dead_letter=publish_dead_letter,
+        metrics=metrics,
+    )
 
 
 def run_worker(settings: Settings, bootstrap: str) -> None:

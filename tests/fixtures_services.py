@@ -30,8 +30,7 @@ def _no_deepwatch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("broker")
     port = free_port()
     proc = start_broker(port, logs / "broker.log")
@@ -41,6 +40,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         proc.stop(grace_s=5)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker for one module: a worker consumes every URL on its topics, other tests' included, so
+    worker tests must not share the session's broker (Tansu starts in ~10 ms)."""
+    yield from _broker(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,107 @@
+"""The documents one event produces (pure: the same inputs build the same documents, so a redelivered
+event rebuilds what the first delivery wrote and the index's merge makes the rewrite a no-op)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from deepwatch.contracts import (
+    EventPosition,
+    MediaInfo,
+    MediaRecord,
+    ScoredMedia,
+    Sighting,
+    StoredObjects,
+    UrlDiscovered,
+    UrlFailure,
+)
+from stream.dedup import sighting_of
+
+if TYPE_CHECKING:
+    from deepwatch.media.fingerprint import MediaFingerprint
+    from stream.scoring_client import ScoreAnswer
+
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an event came from: its partition and offset, and the Kafka record's timestamp."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @property
+    def partition_name(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+def sighting_at(event: UrlDiscovered, position: Position | None) -> Sighting:
+    """The event's sighting, carrying its position so that a redelivery is recognised (``Sighting.applied``)."""
+    sighting = sighting_of(event)
+    if position is None:
+        return sighting
+    mark = EventPosition(offset=position.offset, timestamp_ms=position.timestamp_ms)
+    return sighting.model_copy(update={"applied": {position.partition_name: mark}})
+
+
+def new_record(
+    sighting: Sighting,
+    fingerprint: MediaFingerprint,
+    info: MediaInfo,
+    *,
+    variant_of: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> MediaRecord:
+    """A media item seen for the first time, fingerprinted and not (yet) scored."""
+    return MediaRecord(
+        media_id=fingerprint.sha256,
+        kind=fingerprint.kind,
+        fingerprints=fingerprint.to_contract(),
+        sightings=[sighting],
+        first_seen=sighting.first_seen,
+        last_seen=sighting.last_seen,
+        variant_of=variant_of,
+        media=info,
+        timings={k: round(v, 6) for k, v in (timings or {}).items()},
+    )
+
+
+def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> MediaRecord:
+    timings = {**record.timings, **{f"score.{k}": round(v, 6) for k, v in answer.timings.items() if v >= 0}}
+    return record.model_copy(
+        update={
+            "detectors": answer.detectors,
+            "score": answer.score,
+            "verdict": answer.verdict,
+            "objects": objects,
+            "timings": timings,
+        }
+    )
+
+
+def result_of(record: MediaRecord, event: UrlDiscovered, dedup: str | None = None) -> ScoredMedia:
+    """What ``deepwatch.results`` hears about one event; ``dedup`` is how this event was resolved
+    (a URL hit on a record that was itself a near-duplicate is still a "url" event)."""
+    return ScoredMedia(
+        media_id=record.media_id,
+        trace_id=event.trace_id,
+        canonical_url=event.canonical_url,
+        dedup=dedup or record.dedup,  # type: ignore[arg-type]
+        verdict=record.verdict,
+        score=record.score,
+        detectors=record.detectors,
+    )
+
+
+def url_failure(sighting: Sighting, stage: str, error: BaseException, attempts: int) -> UrlFailure:
+    return UrlFailure(
+        canonical_url=sighting.canonical_url,
+        sighting=sighting,
+        stage=stage,
+        error_type=type(error).__name__,
+        reason=(str(error) or type(error).__name__)[:10_000],
+        attempts=attempts,
+    )

@@ -1,0 +1,64 @@
+"""A redelivered event must not count twice: the sighting watermark, on every index backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from deepwatch.contracts import EventPosition, Sighting
+from storage.index import SearchIndex
+from storage.merge import add_sighting, merge_records
+from tests.index_support import T0, record, sighting
+
+URL = "https://example.com/v/1"
+PART = "deepwatch.urls:2"
+
+
+def at(offset: int, ts: int, url: str = URL, when: timedelta = timedelta(0)) -> Sighting:
+    base = sighting(url, first=T0 + when)
+    return base.model_copy(update={"applied": {PART: EventPosition(offset=offset, timestamp_ms=ts)}})
+
+
+def counts(index: SearchIndex, media_id: str) -> dict[str, int]:
+    stored = index.get(media_id)
+    assert stored is not None
+    return {s.canonical_url: s.count for s in stored.sightings}
+
+
+def test_replayed_events_do_not_count_again(index: SearchIndex) -> None:
+    first = record(1, sightings=[at(10, 1_000)])
+    index.upsert(first)
+    index.upsert(first)  # the scoring path replayed: still one sighting
+    assert counts(index, first.media_id) == {URL: 1}
+
+    index.add_sighting(first.media_id, at(11, 1_001, when=timedelta(hours=1)))
+    index.add_sighting(first.media_id, at(11, 1_001, when=timedelta(hours=1)))  # redelivered
+    index.add_sighting(first.media_id, at(10, 1_000))  # the first event, redelivered after a crash
+    assert counts(index, first.media_id) == {URL: 2}
+
+    other = "https://example.com/v/2"
+    index.add_sighting(first.media_id, at(12, 1_002, url=other))
+    index.add_sighting(first.media_id, at(12, 1_002, url=other))
+    assert counts(index, first.media_id) == {URL: 2, other: 1}
+
+    # A topic recreated from offset 0 (the embedded broker keeps topics in memory): lower offset, later
+    # time. A new event, not a replay.
+    after = index.add_sighting(first.media_id, at(0, 5_000, when=timedelta(hours=2)))
+    assert counts(index, first.media_id) == {URL: 3, other: 1}
+    mark = next(s for s in after.sightings if s.canonical_url == URL).applied[PART]
+    assert (mark.offset, mark.timestamp_ms) == (0, 5_000)
+    assert after.last_seen == T0 + timedelta(hours=2)
+
+
+def test_events_without_a_position_always_count() -> None:
+    # sightings from outside the stream (imports, the API) carry no position: each call is one event
+    base = record(2, sightings=[sighting(URL)])
+    once = add_sighting(base, sighting(URL))
+    assert add_sighting(once, sighting(URL)).sightings[0].count == 3
+
+
+def test_upsert_keeps_the_later_watermark() -> None:
+    newer = record(3, sightings=[at(20, 2_000).model_copy(update={"count": 4})])
+    older = record(3, sightings=[at(5, 1_500)])
+    for merged in (merge_records(newer, older), merge_records(older, newer)):
+        s = merged.sightings[0]
+        assert s.count == 4 and s.applied[PART].offset == 20

@@ -1,0 +1,159 @@
+"""The pipeline's stages on real parts: a loopback web server with real media, the real fetcher (SSRF guard
+on, loopback allowed), normalizer and fingerprinter, a SQLite index and a local object store in tmp_path,
+and the real MesoNet detectors.
+
+Scoring runs in this process (``serve.scoring.score_file`` behind the scoring client's interface) so the
+stages are tested without a server; the HTTP client has its own tests, and the API over real HTTP is the
+end-to-end test's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from deepwatch.contracts import DeadLetter, ScoredMedia, UrlDiscovered
+from deepwatch.settings import Settings, load_settings
+from storage.index_sqlite import SqliteIndex
+from storage.objects_local import LocalObjectStore
+from stream.pipeline import FAILED, StreamPipeline
+from stream.records import Position
+from stream.scoring_client import ScoreAnswer
+from tests.detector_support import face_image, face_scene
+from tests.ingest_support import Site
+from tests.media_support import garbage, video_file
+
+T = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class InProcessScorer:
+    """The scoring client's interface, scoring in this process with the real detectors; counts its calls."""
+
+    def __init__(self, store: LocalObjectStore, settings: Settings, detectors: list) -> None:
+        self.store, self.settings, self.detectors = store, settings, detectors
+        self.scored: list[str] = []
+
+    async def score(self, object_key: str) -> ScoreAnswer:
+        from serve.scoring import score_file
+
+        def run() -> ScoreAnswer:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / object_key.rsplit("/", 1)[-1]
+                with self.store.get(object_key) as stream:
+                    path.write_bytes(stream.read())
+                return ScoreAnswer.model_validate(score_file(path, self.settings, self.detectors).to_json())
+
+        self.scored.append(object_key)
+        return await asyncio.to_thread(run)
+
+
+def jpeg(array: np.ndarray, quality: int = 95, scale: float = 1.0) -> bytes:
+    image = Image.fromarray(array)
+    if scale != 1.0:
+        image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def event(site: Site, path: str, canonical: str | None = None, hours: int = 0) -> UrlDiscovered:
+    return UrlDiscovered(url=site.base + path, canonical_url=site.base + (canonical or path), source="test",
+                         platform="web", discovered_at=T + timedelta(hours=hours))
+
+
+def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: Path, mesonet: dict) -> None:
+    settings = load_settings(data_dir=tmp_path, fetch_allow_networks="127.0.0.0/8", fetch_timeout_s=30,
+                             worker_retry_base_s=0.01, worker_retry_max_s=0.05, worker_fetch_attempts=2)
+    a = face_scene(face_image(models_dir, "real/real00240.jpg"))
+    b = face_scene(face_image(models_dir, "df/df00204.jpg"), at=(120, 60))
+    site.put("/a.jpg", jpeg(a), "image/jpeg")
+    site.put("/copy-of-a.jpg", jpeg(a), "image/jpeg")
+    site.put("/a-small.jpg", jpeg(a, quality=70, scale=0.6), "image/jpeg")
+    site.put("/b.jpg", jpeg(b), "image/jpeg")
+    site.put("/clip.mp4", video_file(tmp_path / "clip.mp4", frames=40).read_bytes(), "video/mp4")
+    site.put("/broken.mp4", garbage(20_000, seed=3), "video/mp4")
+    site.put("/busy.mp4", b"try later", "text/plain", status=503)
+
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    store = LocalObjectStore(tmp_path / "objects")
+    scorer = InProcessScorer(store, settings, list(mesonet.values()))
+    results: list[ScoredMedia] = []
+    letters: list[DeadLetter] = []
+    handled: dict[str, str] = {}
+
+    async def on_result(r: ScoredMedia) -> None:
+        results.append(r)
+
+    async def on_letter(d: DeadLetter) -> None:
+        letters.append(d)
+
+    pipeline = StreamPipeline(settings, index=index, store=store, scorer=scorer, handled=handled,  # type: ignore[arg-type]
+                              publish_result=on_result, publish_dead_letter=on_letter)
+    plan = [
+        (event(site, "/a.jpg"), "scored"),
+        (event(site, "/a.jpg?utm_source=feed", canonical="/a.jpg", hours=1), "url"),
+        (event(site, "/copy-of-a.jpg", hours=2), "exact"),
+        (event(site, "/a-small.jpg", hours=3), "near"),
+        (event(site, "/b.jpg"), "scored"),
+        (event(site, "/clip.mp4"), "scored"),
+        (event(site, "/missing.mp4"), "failed"),
+        (event(site, "/broken.mp4"), "failed"),
+        (event(site, "/busy.mp4"), "failed"),
+        (event(site, "/missing.mp4", hours=1), "failed-again"),
+    ]
+
+    async def run() -> list[str]:
+        outcomes = []
+        for offset, (e, _) in enumerate(plan):
+            outcomes.append(await pipeline.process(e, Position("deepwatch.urls", 0, offset, 1_000 + offset)))
+        # the first event redelivered (a crash before its offset was committed): nothing doubles
+        outcomes.append(await pipeline.process(plan[0][0], Position("deepwatch.urls", 0, 0, 1_000)))
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    assert outcomes == [want for _, want in plan] + ["url"]
+
+    # scored once per distinct item, by the real detectors
+    assert len(scorer.scored) == 3
+    a_id = results[0].media_id
+    rec_a = index.get(a_id)
+    assert rec_a is not None and rec_a.verdict in ("fake", "uncertain", "real") and rec_a.detectors
+    assert {s.canonical_url: s.count for s in rec_a.sightings} == {
+        site.base + "/a.jpg": 2, site.base + "/copy-of-a.jpg": 1}
+    assert [r.dedup for r in results[:4]] == ["none", "url", "exact", "near"]
+    near = index.get(results[3].media_id)
+    assert near is not None and near.dedup == "near" and near.duplicate_of == a_id
+    assert (near.verdict, near.score, near.detectors) == (rec_a.verdict, rec_a.score, rec_a.detectors)
+    clip = index.get(results[5].media_id)
+    assert clip is not None and clip.kind == "video" and clip.media.duration
+    assert results[-1].media_id == a_id and results[-1].dedup == "url"
+
+    # objects: thumbnails and results for every record, media gone unless flagged
+    for r in (rec_a, near, clip):
+        assert store.exists(f"thumbs/{r.media_id}.jpg") and store.exists(f"results/{r.media_id}.json")
+    assert not list(store.list_keys("media/"))
+    flagged = [r for r in (rec_a, index.get(results[4].media_id), clip) if r and r.verdict == "fake"]
+    assert sorted(store.list_keys("flagged/")) == sorted(r.objects.media for r in flagged)
+
+    # failures: dead letters with stage and reason, and a failure document per URL
+    assert [(d.stage, d.error_type) for d in letters] == [
+        ("fetch", "NotFound"), (letters[1].stage, letters[1].error_type), ("fetch", "Transient")]
+    assert letters[1].stage in ("normalize", "fetch") and letters[1].error_type in ("Unsupported", "Corrupt")
+    assert letters[2].attempts == 2 and "503" in letters[2].message
+    missing = pipeline.load_failure(site.base + "/missing.mp4")
+    assert missing is not None and missing.verdict == "error" and missing.sighting.count == 2
+    assert "404" in missing.reason
+    assert handled[site.base + "/missing.mp4"] == FAILED and handled[site.base + "/a.jpg"] == a_id
+    # metrics saw it all
+    text = pipeline.metrics.render().decode()
+    assert 'deepwatch_stream_dedup_hits_total{dedup_class="near"} 1.0' in text
+    fetch_letters = sum(d.stage == "fetch" for d in letters)
+    assert f'deepwatch_stream_dead_letters_total{{stage="fetch"}} {fetch_letters:.1f}' in text
+    assert 'deepwatch_stream_dedup_hits_total{dedup_class="url"} 3.0' in text  # a repeat, a replay, a failed URL
+    index.close()

@@ -1,0 +1,154 @@
+"""The worker's scoring client: retries, Retry-After, the circuit breaker and permanent refusals.
+
+The server here is a named fake of the scoring API (``ScriptedScoreApi``): a loopback HTTP server whose
+answers the test scripts, because the real API cannot be told to answer 503 or go down on cue. The
+real API is what the end-to-end test talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deepwatch.embedded.processes import free_port
+from deepwatch.settings import load_settings
+from stream.retry import Backoff
+from stream.scoring_client import CircuitBreaker, ScoringClient, ScoringRejected
+
+MEDIA_ID = "ab" * 32
+OK = {"media_id": MEDIA_ID, "kind": "image", "verdict": "real", "score": 0.1,
+      "detectors": {"meso4_df": {"p_fake": 0.1, "model_version": "v1", "frames": 1}},
+      "timings": {"total": 0.5}, "frames": 1, "faces": 1}
+
+
+class ScriptedScoreApi:
+    """A fake of ``POST /v1/score``: answers from ``script`` in order (the last one repeats)."""
+
+    def __init__(self, script: list[tuple[int, dict, dict[str, str]]], port: int = 0):
+        self.script = script
+        self.requests: list[tuple[float, dict, str | None]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.requests.append((time.monotonic(), body, self.headers.get("X-API-Key")))
+                status, payload, headers = api.script[min(len(api.requests), len(api.script)) - 1]
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api() -> Iterator[ScriptedScoreApi]:
+    server = ScriptedScoreApi([(200, OK, {})])
+    yield server
+    server.close()
+
+
+def client(url: str, **kw: object) -> ScoringClient:
+    return ScoringClient(url, "k1", backoff=Backoff(0.01, 0.05), **kw)  # type: ignore[arg-type]
+
+
+def test_settings_pick_the_first_key_and_the_local_api() -> None:
+    c = ScoringClient.from_settings(load_settings(api_keys="secret-one:score,secret-two", api_port=9999))
+    assert c.url == "http://127.0.0.1:9999/v1/score"
+    assert c._http.headers["X-API-Key"] == "secret-one"
+    asyncio.run(c.aclose())
+
+
+def test_unavailable_answers_are_retried_until_a_score(api: ScriptedScoreApi) -> None:
+    api.script = [(503, {"detail": "busy", "error_type": "Overloaded", "permanent": False}, {"Retry-After": "0"}),
+                  (502, {}, {}), (200, OK, {})]
+
+    async def go() -> None:
+        c = client(api.url)
+        answer = await c.score("media/ab/x.jpg")
+        assert answer.verdict == "real" and answer.detectors["meso4_df"].p_fake == 0.1
+        assert c.unavailable == 2
+        await c.aclose()
+
+    asyncio.run(go())
+    assert len(api.requests) == 3
+    assert api.requests[0][1] == {"object_key": "media/ab/x.jpg", "detectors": None, "aligned": False}
+    assert {r[2] for r in api.requests} == {"k1"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [({"detail": "not a video", "error_type": "Corrupt", "permanent": True}, "Corrupt"),
+     ({"detail": [{"loc": ["body", "object_key"], "msg": "bad"}]}, "RequestInvalid")],
+)
+def test_a_permanent_refusal_is_not_retried(api: ScriptedScoreApi, payload: dict, error_type: str) -> None:
+    api.script = [(422, payload, {})]
+
+    async def go() -> None:
+        c = client(api.url)
+        with pytest.raises(ScoringRejected) as caught:
+            await c.score("media/ab/x.jpg")
+        assert caught.value.error_type == error_type
+        await c.aclose()
+
+    asyncio.run(go())
+    assert len(api.requests) == 1
+
+
+def test_a_score_that_breaks_the_contract_is_not_recorded(api: ScriptedScoreApi) -> None:
+    api.script = [(200, {**OK, "verdict": "maybe"}, {}), (200, OK, {})]
+
+    async def go() -> None:
+        c = client(api.url)
+        assert (await c.score("media/ab/x.jpg")).verdict == "real"
+        assert c.unavailable == 1
+        await c.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_breaker_holds_requests_while_the_api_is_down_then_lets_them_through() -> None:
+    port = free_port()
+    cooldown = 0.6
+
+    async def go() -> tuple[list, float]:
+        c = client(f"http://127.0.0.1:{port}", breaker=CircuitBreaker(threshold=3, cooldown_s=cooldown))
+        tasks = [asyncio.create_task(c.score(f"media/ab/{i}.jpg")) for i in range(5)]
+        await asyncio.sleep(1.5)  # nothing listens on the port: every try is refused
+        assert c.breaker.is_open and not any(t.done() for t in tasks)
+        refused = c.unavailable
+        api = ScriptedScoreApi([(200, OK, {})], port=port)
+        try:
+            started = time.monotonic()
+            answers = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            assert all(a.verdict == "real" for a in answers) and not c.breaker.is_open
+            await c.aclose()
+            return api.requests, refused, time.monotonic() - started  # type: ignore[return-value]
+        finally:
+            api.close()
+
+    requests, refused, took = asyncio.run(go())
+    # Open, the breaker let one probe through per cool-down instead of five callers retrying every 50 ms:
+    # about threshold + (1.5 s - time to open) / cooldown refusals, far below the ~150 an unguarded loop makes.
+    assert 3 <= refused <= 3 + 1.5 / cooldown + 2
+    assert len(requests) == 5 and took < cooldown + 2

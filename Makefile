@@ -1,5 +1,5 @@
 # The two quickstart commands: `make up` runs deepwatch on embedded defaults, `make test` runs the tests.
-# Both create .venv and install what they need with pip (nothing from apt).
+# Both create .venv and install what they need with pip; `make test` also needs Chromium, from apt.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # The MesoNet weights and test faces live beside the project, never inside it.
 MODELS_DIR ?= $(abspath ../shared/models)
 
-.PHONY: install up test lint clean
+.PHONY: install up test lint clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,17 @@ up: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+# The workbench tests drive Debian's Chromium through Playwright (`playwright install` cannot download
+# browsers here). Installed when missing; without root or apt this fails loudly rather than skip the tests.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update
+	apt-get install -y chromium
+
+browser: $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	if [ -d "$(MODELS_DIR)" ]; then export DEEPWATCH_MODELS_DIR="$(MODELS_DIR)"; fi; \
 	$(BIN)/pytest

@@ -1,0 +1,137 @@
+// The dashboard: figures from /v1/aggregations (one call per verdict, kind, dedup class and review
+// label, each filtered server-side) and dedup savings from the records' sighting counts.
+import { getJson } from "./api.js";
+import { bars, legend, stackedBars } from "./charts.js";
+import { clear, fmtSeconds, h } from "./dom.js";
+
+const VERDICTS = [
+  { name: "fake", cls: "v-fake" }, { name: "uncertain", cls: "v-uncertain" }, { name: "real", cls: "v-real" },
+  { name: "no_face", cls: "v-no_face" }, { name: "error", cls: "v-error" }, { name: "unscored", cls: "v-unscored" },
+];
+const REVIEWS = ["fake", "real", "unsure"];
+// Sighting counts are summed over at most this many of the newest records (two pages).
+const SIGHTING_SAMPLE = 1000;
+
+function tile(label, value, id, note) {
+  return h("div", { class: "tile", id }, h("span", { class: "tile-value" }, String(value)),
+    h("span", { class: "tile-label" }, label), note ? h("span", { class: "muted" }, note) : null);
+}
+
+function panel(title, id, ...children) {
+  return h("section", { class: "panel", id }, h("h2", {}, title), ...children);
+}
+
+function aggregate(base, extra) {
+  const params = new URLSearchParams(base);
+  for (const [k, v] of Object.entries(extra || {})) params.set(k, v);
+  return getJson("/v1/aggregations", params);
+}
+
+// What dedup saved, from the sightings of the newest records: a repeat of a known URL was neither
+// downloaded nor scored (count − 1 per sighting); another URL with the same bytes was downloaded
+// but not scored (every sighting after a record's first).
+async function sightingSavings(base) {
+  const params = new URLSearchParams(base);
+  params.set("sort", "newest");
+  params.set("limit", "500");
+  let urlRepeats = 0;
+  let sameBytes = 0;
+  let seen = 0;
+  let total = 0;
+  let cursor = null;
+  do {
+    if (cursor) params.set("cursor", cursor);
+    const page = await getJson("/v1/search", params);
+    total = page.total;
+    for (const record of page.items) {
+      const list = record.sightings || [];
+      urlRepeats += list.reduce((sum, s) => sum + (s.count - 1), 0);
+      sameBytes += Math.max(0, list.length - 1);
+    }
+    seen += page.items.length;
+    cursor = page.next;
+  } while (cursor && seen < SIGHTING_SAMPLE);
+  return { urlRepeats, sameBytes, seen, total };
+}
+
+function meanScore(histogram) {
+  const n = histogram.reduce((a, b) => a + b, 0);
+  if (!n) return null;
+  return histogram.reduce((sum, count, i) => sum + count * (i + 0.5) / histogram.length, 0) / n;
+}
+
+export async function renderDashboard(view, params) {
+  const base = new URLSearchParams(params);
+  const since = h("input", { name: "since", id: "d-since", value: base.get("since") || "", placeholder: "7d, 2026-11-01" });
+  const form = h("form", { class: "filters inline", id: "dashboard-form" },
+    h("label", { class: "field" }, h("span", {}, "Seen since"), since),
+    h("button", { type: "submit" }, "Apply"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    if (since.value.trim()) next.set("since", since.value.trim());
+    location.hash = `#/dashboard?${next}`;
+  });
+  const body = h("div", { id: "dashboard" }, h("p", { class: "muted" }, "loading…"));
+  clear(view).append(h("h1", {}, "Dashboard"), form, body);
+
+  const [all, verdicts, kinds, near, reviewed, savings] = await Promise.all([
+    aggregate(base),
+    Promise.all(VERDICTS.map((v) => aggregate(base, { verdict: v.name }))),
+    Promise.all(["image", "video"].map((k) => aggregate(base, { kind: k }))),
+    aggregate(base, { dedup: "near" }),
+    Promise.all(REVIEWS.map((r) => aggregate(base, { review: r }))),
+    sightingSavings(base),
+  ]);
+
+  const days = [...new Set(verdicts.flatMap((a) => Object.keys(a.by_day)))].sort();
+  const perDay = days.map((day) => ({
+    label: day.slice(5),
+    values: Object.fromEntries(VERDICTS.map((v, i) => [v.name, verdicts[i].by_day[day] || 0])),
+  }));
+  const scored = all.total - (all.by_verdict.unscored || 0);
+  const mean = meanScore(all.score_histogram);
+  const reviewTotal = reviewed.reduce((sum, a) => sum + a.total, 0);
+  const partial = savings.seen < savings.total ? `over the newest ${savings.seen} of ${savings.total} records` : null;
+  const stages = Object.entries(all.stage_seconds);
+
+  body.replaceChildren(
+    h("div", { class: "tiles" },
+      tile("records", all.total, "t-total"),
+      tile("scored", scored, "t-scored"),
+      tile("flagged fake", all.by_verdict.fake || 0, "t-fake"),
+      tile("reviewed", reviewTotal, "t-reviewed"),
+      tile("mean P(fake)", mean === null ? "–" : `≈${mean.toFixed(2)}`, "t-mean", "from the histogram")),
+    panel("Items per verdict over time", "p-verdict-time",
+      days.length ? stackedBars("records per day of first sighting, by verdict", perDay, VERDICTS) : h("p", { class: "muted" }, "no records"),
+      legend(VERDICTS)),
+    panel("Score histogram", "p-histogram",
+      bars("records per ensemble score bin", all.score_histogram.map((value, i) => ({ label: (i / 10).toFixed(1), value })), "b-score")),
+    panel("Dedup savings", "p-dedup",
+      h("div", { class: "tiles" },
+        tile("downloads avoided", savings.urlRepeats, "t-downloads-avoided", "repeats of known URLs"),
+        tile("scorings avoided", savings.urlRepeats + savings.sameBytes + near.total, "t-scorings-avoided",
+          "URL repeats + same bytes + near-duplicates")),
+      h("table", { class: "grid-table" }, h("tbody", {},
+        h("tr", {}, h("td", {}, "known URL seen again (no download, no scoring)"), h("td", { id: "d-url" }, String(savings.urlRepeats))),
+        h("tr", {}, h("td", {}, "same bytes at another URL (downloaded, not scored)"), h("td", { id: "d-exact" }, String(savings.sameBytes))),
+        h("tr", {}, h("td", {}, "near-duplicate records reusing a verdict (downloaded, not scored)"), h("td", { id: "d-near" }, String(near.total))))),
+      partial ? h("p", { class: "muted" }, `Sighting counts ${partial}.`) : null),
+    panel("Throughput", "p-throughput",
+      days.length ? bars("new records per day", days.map((d) => ({ label: d.slice(5), value: all.by_day[d] || 0 })), "b-default") : h("p", { class: "muted" }, "no records")),
+    panel("Per-stage latency", "p-stages",
+      stages.length
+        ? h("table", { class: "grid-table" },
+          h("thead", {}, h("tr", {}, ["stage", "count", "p50", "p90", "p99"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, stages.map(([stage, t]) => h("tr", {}, h("td", {}, stage), h("td", {}, String(t.count)),
+            h("td", {}, fmtSeconds(t.p50)), h("td", {}, fmtSeconds(t.p90)), h("td", {}, fmtSeconds(t.p99))))))
+        : h("p", { class: "muted" }, "The records carry no stage timings.")),
+    panel("By platform, kind and review", "p-breakdown",
+      bars("records per platform", Object.entries(all.by_platform).map(([label, value]) => ({ label, value })), "b-default"),
+      h("table", { class: "grid-table", id: "breakdown" }, h("tbody", {},
+        ["image", "video"].map((k, i) => h("tr", {}, h("td", {}, `kind ${k}`), h("td", {}, String(kinds[i].total)))),
+        REVIEWS.map((r, i) => h("tr", {}, h("td", {}, `reviewed ${r}`), h("td", { id: `d-review-${r}` }, String(reviewed[i].total))))))),
+    panel("Dead letters by reason", "p-dlq",
+      h("p", { class: "muted" }, "Not available from the API: the aggregations cover indexed records only.")),
+  );
+}

@@ -1,0 +1,199 @@
+// The media page: the clip or picture, what the detectors said, where it was seen, its near-duplicates
+// and variants, and the review form with the record's review history.
+import { ApiError, getJson, mediaUrl, postJson } from "./api.js";
+import { timeStrip } from "./charts.js";
+import {
+  clear, fmtScore, fmtTime, h, isMediaId, mediaHref, outLink, sightingCount, titleOf, verdictBadge,
+} from "./dom.js";
+
+function section(title, id, ...children) {
+  return h("section", { class: "panel", id }, h("h2", {}, title), ...children);
+}
+
+async function player(record, links) {
+  const box = h("div", { class: "player" });
+  const link = links.media || links.thumbnail;
+  if (!link) {
+    box.append(h("p", { class: "muted" }, "The media is not kept in the store (only flagged media is, unless store_keep_media is set)."));
+    return box;
+  }
+  try {
+    const url = await mediaUrl(link);
+    if (!url) throw new Error("unusable media link");
+    if (links.media && record.kind === "video") {
+      box.append(h("video", { src: url, controls: true, preload: "metadata", playsinline: true, id: "media-view" }));
+    } else {
+      box.append(h("img", { src: url, alt: titleOf(record), id: "media-view" }));
+      if (!links.media) box.append(h("p", { class: "muted" }, "Only the thumbnail is kept."));
+    }
+  } catch (error) {
+    box.append(h("p", { class: "error" }, `media unavailable: ${error.message}`));
+  }
+  return box;
+}
+
+function facts(record) {
+  const info = record.media || {};
+  const rows = [
+    ["media id", h("code", {}, record.media_id)],
+    ["kind", record.kind],
+    ["verdict", verdictBadge(record.verdict)],
+    ["ensemble score", fmtScore(record.score)],
+    ["first seen", fmtTime(record.first_seen)],
+    ["last seen", fmtTime(record.last_seen)],
+    ["sightings", String(sightingCount(record))],
+    ["dedup", record.dedup],
+    ["duplicate of", isMediaId(record.duplicate_of) ? h("a", { href: mediaHref(record.duplicate_of) }, record.duplicate_of.slice(0, 16)) : null],
+    ["variant of", isMediaId(record.variant_of) ? h("a", { href: mediaHref(record.variant_of) }, record.variant_of.slice(0, 16)) : null],
+    ["size", info.width ? `${info.width}×${info.height}` : null],
+    ["duration", info.duration ? `${info.duration.toFixed(1)} s` : null],
+    ["error", record.error],
+    ["review", record.review ? `${record.review.label} by ${record.review.reviewer} at ${fmtTime(record.review.at)}` : "not reviewed"],
+  ];
+  return h("dl", { class: "facts", id: "facts" },
+    rows.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]));
+}
+
+function detectorTable(record) {
+  const entries = Object.entries(record.detectors || {});
+  if (!entries.length) return h("p", { class: "muted" }, "No detector scored this record.");
+  return h("table", { class: "grid-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "detector"), h("th", {}, "P(fake)"), h("th", {}, "frames"), h("th", {}, "version"))),
+    h("tbody", {}, entries.map(([name, d]) => h("tr", {},
+      h("td", {}, name), h("td", {}, fmtScore(d.p_fake)), h("td", {}, String(d.frames)), h("td", {}, d.model_version)))));
+}
+
+// Records keep one score per detector (the ensemble of its frames), not a score per frame; what they
+// do keep per sampled frame is when it was taken and where faces were found, which is drawn instead.
+function timeline(record) {
+  const fp = record.fingerprints || {};
+  const frames = fp.frame_times || [];
+  const faces = fp.face_times || [];
+  const parts = [h("p", { class: "muted", id: "timeline-note" },
+    "Per-frame scores are not stored: each detector keeps one score over its sampled frames. "
+    + "Shown instead: the sampled frames and where faces were found.")];
+  if (frames.length || faces.length) {
+    parts.push(timeStrip("sampled frames and faces over time", record.media?.duration, [
+      { name: "frames", times: frames, cls: "m-frame" },
+      { name: "faces", times: faces, cls: "m-face" },
+    ]));
+  } else {
+    parts.push(h("p", { class: "muted" }, "No per-frame data (an image, or fingerprinted without frame times)."));
+  }
+  const thumbs = fp.face_thumbs || [];
+  if (thumbs.length) {
+    parts.push(h("h3", {}, "Face crops (16×16 as fingerprinted)"),
+      h("div", { class: "faces" }, thumbs.slice(0, 24).map((hex, i) => faceCanvas(hex, faces[i]))));
+  }
+  return parts;
+}
+
+function faceCanvas(hex, time) {
+  const canvas = h("canvas", { width: 16, height: 16, class: "face" });
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(16, 16);
+  for (let i = 0; i < 256; i += 1) {
+    const v = parseInt(hex.slice(i * 2, i * 2 + 2), 16) || 0;
+    image.data.set([v, v, v, 255], i * 4);
+  }
+  ctx.putImageData(image, 0, 0);
+  return h("figure", {}, canvas, h("figcaption", {}, time === undefined ? "" : `${time.toFixed(1)} s`));
+}
+
+function sightings(record) {
+  const rows = (record.sightings || []).map((s) => h("tr", {},
+    h("td", { class: "wrap" }, outLink(s.url), s.hints?.title ? h("div", { class: "muted" }, s.hints.title) : null,
+      s.hints?.uploader ? h("div", { class: "muted" }, `by ${s.hints.uploader}`) : null),
+    h("td", {}, `${s.platform} / ${s.source}`),
+    h("td", {}, fmtTime(s.first_seen), s.last_seen !== s.first_seen ? h("div", { class: "muted" }, `last ${fmtTime(s.last_seen)}`) : null),
+    h("td", {}, String(s.count))));
+  if (!rows.length) return h("p", { class: "muted" }, "No sightings recorded.");
+  return h("table", { class: "grid-table", id: "sightings" },
+    h("thead", {}, h("tr", {}, h("th", {}, "URL"), h("th", {}, "platform / source"), h("th", {}, "seen"), h("th", {}, "count"))),
+    h("tbody", {}, rows));
+}
+
+// The API answers one item per hash kind that found a record; a moderator wants one line per record.
+function byRecord(items) {
+  const grouped = new Map();
+  for (const item of items) {
+    if (!grouped.has(item.media_id)) grouped.set(item.media_id, { ...item, evidence: [] });
+    grouped.get(item.media_id).evidence.push(`${item.kind} ${item.distance} bits via ${item.via}`);
+  }
+  return [...grouped.values()];
+}
+
+async function similar(id) {
+  const box = h("div", { id: "similar" }, h("p", { class: "muted" }, "searching…"));
+  getJson(`/v1/similar/${id}`).then((page) => {
+    if (!page.items.length) {
+      box.replaceChildren(h("p", { class: "muted" }, "No near-duplicates or variants in the index."));
+      return;
+    }
+    box.replaceChildren(h("ul", { class: "similar" }, byRecord(page.items).map((item) => h("li", {},
+      h("a", { href: mediaHref(item.media_id) }, titleOf(item.record)), " ",
+      h("span", { class: `badge rel-${item.relation}` }, item.relation), " ",
+      verdictBadge(item.record.verdict), " ",
+      h("span", { class: "muted" }, `${Math.round(item.matched_fraction * 100)} % of frames matched; `
+        + item.evidence.join(", "))))));
+  }).catch((error) => box.replaceChildren(h("p", { class: "error" }, error.message)));
+  return box;
+}
+
+function historyList(events) {
+  if (!events.length) return h("p", { class: "muted" }, "No reviews yet.");
+  return h("ol", { class: "history" }, events.slice().reverse().map((e) => h("li", {},
+    h("strong", {}, e.review.label), ` (was ${e.previous}) by `, h("span", { class: "reviewer" }, e.review.reviewer),
+    ` at ${fmtTime(e.review.at)}`, e.review.note ? h("blockquote", {}, e.review.note) : null)));
+}
+
+function reviewForm(id, onReviewed, say) {
+  const note = h("textarea", { name: "note", id: "review-note", rows: 3, maxlength: 10000, placeholder: "note (optional)" });
+  const form = h("form", { id: "review-form", class: "review" },
+    h("fieldset", {}, h("legend", {}, "Label"),
+      ["fake", "real", "unsure"].map((label) => h("label", { class: "check" },
+        h("input", { type: "radio", name: "label", value: label, required: true }), label))),
+    note,
+    h("button", { type: "submit", class: "primary", id: "review-submit" }, "Record review"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = { label: data.get("label") };
+    const text = String(data.get("note") || "").trim();
+    if (text) body.note = text;
+    try {
+      const record = await postJson(`/v1/media/${id}/review`, body);
+      say(`Recorded: ${record.review.label} by ${record.review.reviewer}`);
+      form.reset();
+      onReviewed();
+    } catch (error) {
+      say(error instanceof ApiError && error.status === 403 ? `${error.detail} (reviews need the review scope)` : error.message, true);
+    }
+  });
+  return form;
+}
+
+export async function renderMedia(view, id, say) {
+  if (!isMediaId(id)) {
+    clear(view).append(h("p", { class: "error" }, "not a media id"));
+    return;
+  }
+  const { record, links } = await getJson(`/v1/media/${id}`);
+  const history = h("div", { id: "review-history" });
+  async function refresh() {
+    const [events, fresh] = await Promise.all([getJson(`/v1/media/${id}/reviews`), getJson(`/v1/media/${id}`)]);
+    history.replaceChildren(historyList(events));
+    factsBox.replaceChildren(facts(fresh.record));
+  }
+  const factsBox = h("div", {}, facts(record));
+  clear(view).append(
+    h("p", {}, h("a", { href: "#/search", class: "back" }, "← search")),
+    h("h1", { id: "media-title" }, titleOf(record)),
+    h("div", { class: "media-top" }, await player(record, links), factsBox),
+    section("Detectors", "detectors", detectorTable(record)),
+    section("Score timeline", "timeline", ...timeline(record)),
+    section("Sightings", "sightings-panel", sightings(record)),
+    section("Near-duplicates and variants", "similar-panel", await similar(id)),
+    section("Review", "review", reviewForm(id, () => refresh().catch((e) => say(e.message, true)), say), h("h3", {}, "History"), history));
+  await refresh();
+}

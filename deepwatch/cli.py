@@ -182,8 +182,8 @@ def submit(
     """Publish URLs for scoring (to the running `deepwatch up` of this data directory, or DEEPWATCH_KAFKA_BOOTSTRAP)."""
     from deepwatch.endpoints import with_running_stack
     from deepwatch.media.errors import MediaError
-    from ingest.events import discovered
-    from ingest.producer import PublishError, UrlPublisher
+    from deepwatch.publisher import PublishError, UrlPublisher
+    from deepwatch.url_events import discovered
 
     settings = with_running_stack(settings_for(config, data_dir, as_json))
     events, errors = [], []
@@ -227,18 +227,20 @@ def score(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Score one media file with the detector ensemble."""
-    if path.lower().startswith(("http://", "https://")):
-        missing("score URL", "scoring of URLs (score a downloaded file meanwhile)", 7, as_json)
+    """Score one media file, or the media behind an http(s) URL (fetched through the SSRF guard), with the
+    detector ensemble, in this process."""
+    import tempfile
+
     from deepwatch.media.errors import MediaError
     from serve.detectors.base import DetectorError
     from serve.detectors.registry import RegistryError, load_detectors
     from serve.scoring import score_file
+    from serve.sources import MediaSource, materialize
 
     settings = settings_for(config, data_dir, as_json)
-    file = Path(path)
-    if not file.is_file():
-        fail(f"{file} is not a file", 2, as_json, file=str(file))
+    is_url = path.lower().startswith(("http://", "https://"))
+    if not is_url and not Path(path).is_file():
+        fail(f"{path} is not a file", 2, as_json, file=path)
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     try:
         loaded = load_detectors(settings, names)
@@ -247,9 +249,11 @@ def score(
     except DetectorError as exc:
         fail(str(exc), 1, as_json)
     try:
-        result = score_file(file, settings, loaded, aligned=aligned)
+        with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
+            file = materialize(MediaSource(url=path), settings, Path(workdir)) if is_url else Path(path)
+            result = score_file(file, settings, loaded, aligned=aligned)
     except MediaError as exc:
-        fail(f"{file}: {exc}", 1, as_json, file=str(file), kind=type(exc).__name__)
+        fail(f"{path}: {exc}", 1, as_json, file=path, kind=type(exc).__name__)
     document = result.to_json()
     if as_json:
         emit_json(document)
@@ -361,26 +365,15 @@ def search(
 ) -> None:
     """Search the index with moderation filters; --json prints {total, items, next}."""
     from storage.index import SearchIndexError, open_index
-    from storage.query import parse_moment, to_query
+    from storage.query_args import build_query
 
     settings = settings_for(config, data_dir, as_json)
-    fields: dict[str, Any] = {
-        "text": text, "verdict": verdict, "platform": platform, "source": source, "kind": kind,
-        "dedup": dedup, "review": review, "sort": sort, "limit": limit, "cursor": cursor,
-    }
     try:
-        if min_score is not None or max_score is not None:
-            fields["score"] = {"min": 0.0 if min_score is None else min_score,
-                               "max": 1.0 if max_score is None else max_score}
-        fields["detectors"] = dict(_detector_range(spec) for spec in detector or [])
-        for name, value in (("seen_since", since), ("seen_until", until)):
-            if value is not None:
-                fields[name] = parse_moment(value)
-        query = to_query(**fields)
+        query = build_query(q=text, verdict=verdict, min_score=min_score, max_score=max_score, detector=detector,
+                            platform=platform, source=source, kind=kind, dedup=dedup, review=review, since=since,
+                            until=until, sort=sort, limit=limit, cursor=cursor)
     except ContractError as exc:
         fail(str(exc), 2, as_json, fields=exc.fields)
-    except ValueError as exc:
-        fail(str(exc), 2, as_json)
     try:
         index = open_index(settings)
         try:
@@ -397,17 +390,6 @@ def search(
     _print_records(page.items, f"{page.total} records")
     if page.next:
         stderr.print(f"more: --cursor {page.next}", highlight=False)
-
-
-def _detector_range(spec: str) -> tuple[str, dict[str, float]]:
-    name, sep, bounds = spec.partition("=")
-    low, sep2, high = bounds.partition(":")
-    try:
-        if not sep or not sep2:
-            raise ValueError
-        return name, {"min": float(low or 0), "max": float(high or 1)}
-    except ValueError:
-        raise ContractError("SearchQuery", [("detectors", f"{spec!r} is not NAME=MIN:MAX")]) from None
 
 
 def _print_records(records: list[Any], title: str) -> None:
@@ -486,13 +468,83 @@ def similar(
 
 @app.command()
 def export(
-    out: Annotated[str, typer.Option("--out", help="directory or s3://bucket/prefix")],
+    out: Annotated[str, typer.Option("--out", help="directory, s3://bucket/prefix, or store:NAME (exports/NAME/)")],
+    text: Annotated[str | None, typer.Option("--text", help="words that must all occur (as in search)")] = None,
+    verdict: Annotated[list[str] | None, typer.Option(help="narrow by verdict (as in search)")] = None,
+    min_score: Annotated[float | None, typer.Option(help="lowest ensemble score")] = None,
+    max_score: Annotated[float | None, typer.Option(help="highest ensemble score")] = None,
+    detector: Annotated[list[str] | None, typer.Option(help="per-detector range NAME=MIN:MAX")] = None,
+    platform: ListOpt = None,
+    source: ListOpt = None,
+    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    dedup: Annotated[list[str] | None, typer.Option(help="none, url, exact, near")] = None,
+    review: Annotated[list[str] | None, typer.Option(help="none, fake, real, unsure")] = None,
+    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
+    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    include_reviewed_real: Annotated[
+        bool, typer.Option("--include-reviewed-real", help="also export flagged items a reviewer labelled real")
+    ] = False,
+    export_format: Annotated[str, typer.Option("--format", help="hf, webdataset or parquet")] = "hf",
+    splits: Annotated[str, typer.Option("--splits", help="train,validation,test shares")] = "80,10,10",
+    seed: Annotated[str, typer.Option(help="another seed draws other (fixed) splits")] = "",
+    shard_items: Annotated[int, typer.Option(help="items per shard at most (webdataset, parquet)")] = 1000,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Export a dataset of flagged fakes."""
-    missing("export", "the dataset exporter", 9, as_json)
+    """Export flagged fakes as a dataset: media, manifests, card; splits by near-duplicate cluster.
+
+    Re-running completes a partial export without copying again. --json prints the summary."""
+    from deepwatch.contracts import parse
+    from storage.export import ExportError, ExportRequest, run_export
+    from storage.query_args import build_query
+
+    settings = settings_for(config, data_dir, as_json)
+    try:
+        query = build_query(q=text, verdict=verdict, min_score=min_score, max_score=max_score, detector=detector,
+                            platform=platform, source=source, kind=kind, dedup=dedup, review=review, since=since,
+                            until=until)
+        shares = [s.strip() for s in splits.split(",")]
+        request = parse(ExportRequest, {
+            "out": out, "query": query.model_dump(), "include_reviewed_real": include_reviewed_real,
+            "format": export_format, "ratios": shares, "seed": seed, "shard_max_items": shard_items})
+    except ContractError as exc:
+        fail(str(exc), 2, as_json, fields=exc.fields)
+    try:
+        summary = run_export(settings, request) if as_json else _export_with_bar(settings, request, run_export)
+    except ExportError as exc:
+        fail(str(exc), 1, as_json)
+    document = summary.model_dump(mode="json")
+    if as_json:
+        emit_json(document)
+    else:
+        stderr.print(
+            f"exported {summary.items} items ({summary.bytes} bytes) to {summary.out}: "
+            + ", ".join(f"{k} {v}" for k, v in summary.splits.items())
+            + f"; copied {summary.copied}, kept {summary.kept}, replaced {summary.replaced}",
+            highlight=False,
+        )
+        if summary.missing.count:
+            stderr.print(f"[yellow]{summary.missing.count} items have no stored media[/yellow]: "
+                         + " ".join(summary.missing.ids[:20]), highlight=False)
+    if summary.errors:
+        for error in summary.errors:
+            stderr.print(f"[red]left out[/red] {error.media_id}: {error.error}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _export_with_bar(settings: Settings, request: Any, run: Any) -> Any:
+    """run_export with a rich progress bar on stderr (items done of selected, and the last action)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("export {task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task("", total=None)
+
+        def step(event: Any) -> None:
+            bar.update(task, total=event.total, completed=event.done, description=event.action)
+
+        return run(settings, request, progress=step)
 
 
 def _registered(settings: Settings, as_json: bool) -> Any:
@@ -575,7 +627,8 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
-    runners = {"index": "bench.index", "fingerprint": "bench.fingerprint", "ingest": "bench.ingest"}
+    runners = {"index": "bench.index", "fingerprint": "bench.fingerprint", "ingest": "bench.ingest",
+               "serve": "bench.serve"}
     if name not in runners:
         fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
     import importlib

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,14 +45,45 @@ def _split_commas(value: Any) -> Any:
 
 
 API_SCOPES = ("read", "submit", "score", "review", "admin")
+DetectorResource = Literal["num_cpus", "num_gpus", "min_replicas", "max_replicas"]
+
+
+# ``name=`` in front of a key: a slug, then a secret that does not start with "=" (so that a base64 key's
+# padding, which only ever ends a key, is never taken for a name).
+_KEY_NAME = re.compile(r"([a-z0-9][a-z0-9_.-]{0,63})=(?!=)(.+)", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKeyEntry:
+    name: str  # who a review is recorded as; never the secret
+    secret: str
+    scopes: frozenset[str]
+
+
+def parse_api_key(entry: str) -> ApiKeyEntry:
+    """``[NAME=]KEY[:scope+scope]``: without scopes a key has every scope; without a name it is known by
+    ``key-`` and a hash prefix of the secret, stable across restarts and replicas."""
+    named = _KEY_NAME.fullmatch(entry)
+    name, rest = (named.group(1), named.group(2)) if named else (None, entry)
+    secret, sep, scopes = rest.rpartition(":")
+    if not sep:
+        secret, granted = rest, frozenset(API_SCOPES)
+    else:
+        granted = frozenset(s.strip() for s in scopes.split("+") if s.strip())
+    return ApiKeyEntry(name or derived_key_name(secret), secret, granted)
+
+
+def derived_key_name(secret: str) -> str:
+    # 40 bits of a salted hash: enough to tell keys apart in an audit trail, useless to guess a
+    # generated key from
+    return "key-" + hashlib.sha256(b"deepwatch api key name\0" + secret.encode()).hexdigest()[:10]
 
 
 def split_api_key(entry: str) -> tuple[str, frozenset[str]]:
-    """``KEY`` has every scope; ``KEY:read+review`` only those (generated keys never hold ':')."""
-    secret, sep, scopes = entry.rpartition(":")
-    if not sep:
-        return entry, frozenset(API_SCOPES)
-    return secret, frozenset(s.strip() for s in scopes.split("+") if s.strip())
+    """``KEY`` has every scope; ``KEY:read+review`` only those (generated keys never hold ':'); a leading
+    ``name=`` is not part of the secret (:func:`parse_api_key`)."""
+    parsed = parse_api_key(entry)
+    return parsed.secret, parsed.scopes
 
 
 class Settings(BaseSettings):
@@ -109,15 +142,67 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="comma-separated in the environment; each KEY (every scope) or KEY:scope+scope, scopes "
-        "from read, submit, score, review, admin",
+        "from read, submit, score, review, admin; NAME=KEY… names the key (reviews are recorded under it)",
     )
+    api_max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="request bodies larger than this get 413 (except uploads to /v1/score)"
+    )
+    api_max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="request bodies to /v1/score (media uploads) larger than this get 413"
+    )
+    api_max_submit_urls: int = Field(100, ge=1, le=10_000, description="URLs one POST /v1/submit may carry")
     serve_url: str | None = Field(None, description="scoring endpoint; default the local API")
+    # Ray Serve's deployments (serve/deployments.py); fractional CPUs and GPUs are allowed. Every replica
+    # reserves its share: the total must fit the Ray cluster, or `serve run` waits for room forever.
+    serve_faces_num_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per faces replica")
+    serve_detector_num_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per detector replica")
+    serve_detector_num_gpus: float = Field(0, ge=0, le=16, description="GPUs per detector replica (0.25 shares one)")
+    serve_detector_resources: dict[str, dict[DetectorResource, float]] = Field(
+        default_factory=dict,
+        description="per-detector overrides (JSON in the environment), e.g. {\"meso4_df\": {\"num_gpus\": 0.5, "
+        "\"max_replicas\": 4}}; keys num_cpus, num_gpus, min_replicas, max_replicas",
+    )
+    serve_min_replicas: int = Field(1, ge=0, le=1000, description="autoscaling floor of each detector and faces")
+    serve_max_replicas: int = Field(1, ge=1, le=1000, description="autoscaling ceiling of each detector and faces")
+    serve_target_ongoing_requests: float = Field(
+        2.0, gt=0, le=1000, description="autoscaling adds replicas above this many requests in flight per replica"
+    )
+    serve_batch_max_crops: int = Field(32, ge=1, le=4096, description="face crops in one detector forward pass")
+    serve_batch_wait_s: float = Field(
+        0.005, ge=0, le=10, description="how long a detector waits for more crops before running a partial batch"
+    )
+    serve_torch_threads: int = Field(
+        0, ge=0, le=256, description="torch threads per detector replica; 0: its CPU share rounded up, at least 1"
+    )
     ray_address: str | None = Field(None, description="unset: start a local Ray")
     ray_num_cpus: int | None = Field(None, ge=1)
 
     # --- stream worker and crawler ----------------------------------------------------------
     worker_web_port: int = Field(6066, ge=1, le=65535)
+    worker_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="where the worker keeps its tables (handled URLs); both are rebuilt from the Kafka "
+        "changelog, rocksdb keeps them on disk under <data_dir>/faust so a restart recovers less",
+    )
+    worker_fetch_attempts: int = Field(
+        4, ge=1, le=100, description="tries of a fetch that fails transiently before the URL is dead-lettered"
+    )
+    worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
+    worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")
+    score_concurrency: int = Field(4, ge=1, le=256, description="scoring requests one worker has in flight at most")
+    score_timeout_s: float = Field(600.0, gt=0, description="one scoring request, end to end")
+    score_breaker_failures: int = Field(
+        5, ge=1, le=1000, description="consecutive unavailable answers from serve that open the circuit breaker"
+    )
+    score_breaker_cooldown_s: float = Field(
+        10.0, gt=0, description="how long an open breaker holds requests before one probe goes through"
+    )
     crawler_port: int = Field(6067, ge=1, le=65535)
+    probe_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's and the crawler's health and metrics servers bind; 0.0.0.0 in a pod, "
+        "so that kubelet probes and Prometheus reach them",
+    )
     sources_file: Path | None = None
     health_worker_url: str | None = Field(None, description="the API's /healthz asks it")
     health_crawler_url: str | None = Field(None, description="the API's /healthz asks it")
@@ -221,13 +306,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="after")
     @classmethod
     def _known_scopes(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        names: set[str] = set()
         for number, key in enumerate(keys, 1):
-            secret, scopes = split_api_key(key.get_secret_value())
-            if not secret:
+            entry = parse_api_key(key.get_secret_value())
+            if not entry.secret:
                 raise ValueError(f"key {number} is empty")  # never echo a secret in an error
-            unknown = sorted(scopes - set(API_SCOPES))
+            unknown = sorted(entry.scopes - set(API_SCOPES))
             if unknown:
                 raise ValueError(f"key {number} has unknown scopes {unknown}; known: {', '.join(API_SCOPES)}")
+            if entry.name in names:
+                raise ValueError(f"key {number} has the name {entry.name!r} of an earlier key")
+            names.add(entry.name)
         return keys
 
     @model_validator(mode="after")
@@ -238,10 +327,14 @@ class Settings(BaseSettings):
             raise ValueError("store_backend 's3' needs s3_endpoint")
         if self.kafka_heartbeat_s >= self.kafka_session_timeout_s:
             raise ValueError("kafka_heartbeat_s must be below kafka_session_timeout_s")
+        if self.worker_retry_base_s > self.worker_retry_max_s:
+            raise ValueError("worker_retry_base_s must not exceed worker_retry_max_s")
         if self.crawler_retry_base_s > self.crawler_retry_max_s:
             raise ValueError("crawler_retry_base_s must not exceed crawler_retry_max_s")
         if self.verdict_real_threshold >= self.verdict_fake_threshold:
             raise ValueError("verdict_real_threshold must be below verdict_fake_threshold")
+        if self.serve_min_replicas > self.serve_max_replicas:
+            raise ValueError("serve_min_replicas must not exceed serve_max_replicas")
         return self
 
     @classmethod

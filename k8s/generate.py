@@ -45,8 +45,10 @@ CHART_MANAGED = {
     "data_dir", "sources_file", "kafka_bootstrap", "kafka_partitions", "kafka_replication", "index_backend",
     "es_url", "es_index_prefix", "es_username", "es_ca_certs", "store_backend", "s3_endpoint", "s3_bucket",
     "s3_secure", "s3_region", "s3_public_url", "serve_url", "models_dir",
-    # the probes call these ports on loopback
-    "worker_web_port", "crawler_port",
+    # the probes and Prometheus call these ports on every address of the pod
+    "worker_web_port", "crawler_port", "probe_host",
+    # worker.tableStore: it also picks a StatefulSet with volumes for rocksdb
+    "worker_store",
 }
 SECRETS = {"api_keys", "es_password", "es_api_key", "s3_access_key", "s3_secret_key"}
 EMBEDDED_ONLY = {"index_sqlite_path", "store_local_dir", "api_host", "api_port", "ray_address", "ray_num_cpus",

@@ -349,10 +349,25 @@ def test_probes_hit_healthz_on_the_ports_the_code_serves(renders: dict[str, list
     from deepwatch.settings import default_of
 
     ports = {"crawler": default_of("crawler_port"), "worker": default_of("worker_web_port")}
+    # loopback would refuse the kubelet and Prometheus
+    assert settings_file(renders["default"])["probe_host"] == "0.0.0.0"
+    # the chart's StatefulSet for rocksdb and the worker's table store are one choice
+    assert settings_file(renders["prod"])["worker_store"] == "rocksdb"
+    assert settings_file(renders["default"])["worker_store"] == "memory"
+    for doc in renders["default"]:
+        if doc["kind"] in ("Deployment", "StatefulSet") and doc["metadata"]["name"].endswith(tuple(ports)):
+            annotations = doc["spec"]["template"]["metadata"]["annotations"]
+            component = doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+            assert annotations["prometheus.io/port"] == str(ports[component])
+    for policy in by_kind(renders["default"], "NetworkPolicy"):
+        for component, port in ports.items():
+            if policy["metadata"]["name"].endswith(f"-{component}"):
+                assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
     for pod in pod_specs(renders["default"]):
         if pod["component"] in ports:
-            probe = pod["spec"]["containers"][0]["livenessProbe"]["exec"]["command"][-1]
-            assert f"127.0.0.1:{ports[pod['component']]}/healthz" in probe
+            container = pod["spec"]["containers"][0]
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container[kind]["httpGet"] == {"path": "/healthz", "port": ports[pod["component"]]}
 
 
 def test_prod_runs_detectors_on_gpus_and_dev_on_one_cpu_node(renders: dict[str, list[dict[str, Any]]]) -> None:

@@ -45,10 +45,11 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def api_key(settings: Settings) -> tuple[str, Path | None]:
-    """The configured key, or one generated once and kept (0600) in the data directory."""
+def api_keys(settings: Settings) -> tuple[str, Path | None]:
+    """``DEEPWATCH_API_KEYS`` for the parts: every configured entry (names and scopes included), or one
+    key generated once and kept (0600) in the data directory."""
     if settings.api_keys:
-        return settings.api_keys[0].get_secret_value(), None
+        return ",".join(k.get_secret_value() for k in settings.api_keys), None
     path = settings.data_dir / "api-key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -91,7 +92,7 @@ class Stack:
         # Create the index and the store now: a bad backend setting fails here, before any child starts.
         open_index(s).close()
         store_location = open_object_store(s).location
-        key, key_file = api_key(s)
+        keys, key_file = api_keys(s)
         parts: list[Part] = []
 
         if s.kafka_bootstrap:
@@ -117,7 +118,7 @@ class Stack:
             {
                 "DEEPWATCH_DATA_DIR": str(self.data_dir),
                 "DEEPWATCH_KAFKA_BOOTSTRAP": bootstrap,
-                "DEEPWATCH_API_KEYS": key,
+                "DEEPWATCH_API_KEYS": keys,
                 "DEEPWATCH_API_HOST": s.api_host,
                 "DEEPWATCH_API_PORT": str(s.api_port),
                 "DEEPWATCH_WORKER_WEB_PORT": str(worker_port),
@@ -149,6 +150,23 @@ class Stack:
         )
         return parts, endpoints
 
+    def _api_healthy(self, url: str, deadline: float) -> bool:
+        """The API's /healthz (every part, as the API sees them) answers 200 before the deadline.
+
+        Asked again until then: its first answer can be slow (it opens the index and the store) or see
+        a part that became healthy a moment ago.
+        """
+        while not self.stop.is_set():
+            try:
+                if httpx.get(url, timeout=10.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            self.stop.wait(1.0)
+        return False
+
     def run(self, ready_timeout_s: float) -> int:
         """Start, wait until healthy, supervise until a signal; return the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,7 +183,7 @@ class Stack:
                 pending = supervisor.wait_healthy(ready_timeout_s, self.stop)
             if self.stop.is_set():
                 return 0
-            if pending or not _http_ok(endpoints.health["api"]):
+            if pending or not self._api_healthy(endpoints.health["api"], started + ready_timeout_s):
                 for part in supervisor.parts:
                     if part.name in pending and part.process:
                         lines = "\n    ".join(part.process.last_lines(15))

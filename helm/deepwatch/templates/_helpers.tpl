@@ -106,6 +106,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $s := deepCopy .Values.config -}}
 {{- $_ := set $s "data_dir" "/var/lib/deepwatch" -}}
 {{- $_ := set $s "sources_file" "/etc/deepwatch/sources.yaml" -}}
+{{- /* the crawler's and worker's health and metrics servers answer kubelet probes and Prometheus */ -}}
+{{- $_ := set $s "probe_host" "0.0.0.0" -}}
+{{- $_ := set $s "worker_store" .Values.worker.tableStore -}}
 {{- $_ := set $s "kafka_bootstrap" (include "deepwatch.kafkaBootstrap" .) -}}
 {{- $_ := set $s "kafka_partitions" .Values.kafka.topics.partitions -}}
 {{- $_ := set $s "kafka_replication" .Values.kafka.topics.replicas -}}
@@ -243,16 +246,22 @@ Crawler and worker serve /healthz on 127.0.0.1 only (ingest/crawler.py, stream/a
 kubelet cannot reach over the pod IP; the probe therefore runs inside the container. urlopen raises on
 a 503, so an unhealthy answer fails the probe as well as no answer.
 */}}
-{{- define "deepwatch.execHealthProbe" -}}
-exec:
-  command:
-    - python
-    - -I
-    - -c
-    - "import urllib.request as u; u.urlopen('http://127.0.0.1:{{ .port }}/healthz', timeout=4)"
+{{- define "deepwatch.healthProbe" -}}
+httpGet:
+  path: /healthz
+  port: {{ .port }}
 timeoutSeconds: 5
 periodSeconds: {{ .period | default 15 }}
 failureThreshold: {{ .failures | default 3 }}
+{{- end -}}
+
+{{/* Scrape annotations of a pod serving /metrics on (dict "ctx" $ "port" N) */}}
+{{- define "deepwatch.scrapeAnnotations" -}}
+{{- if .ctx.Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
 {{- end -}}
 
 {{- define "deepwatch.checksums" -}}

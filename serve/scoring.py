@@ -119,12 +119,13 @@ def find_faces(
     frames: Sequence[Frame], *, confidence: float, margin: float, max_per_frame: int = MAX_FACES_PER_FRAME
 ) -> list[Face]:
     """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side."""
-    from deepwatch.media.faces import detect_faces, face_region
+    from deepwatch.media.faces import detect_faces_batch, face_region
 
     faces: list[Face] = []
-    for frame in frames:
+    found = detect_faces_batch([frame.rgb for frame in frames], min_confidence=confidence)
+    for frame, boxes in zip(frames, found, strict=True):
         height, width = frame.rgb.shape[:2]
-        for box in detect_faces(frame.rgb, min_confidence=confidence)[:max_per_frame]:
+        for box in boxes[:max_per_frame]:
             x, y, w, h = face_region(box, width, height, margin)
             crop = frame.rgb[y : y + h, x : x + w]
             faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, np.ascontiguousarray(crop)))

@@ -160,3 +160,22 @@ def test_the_cli_scores_a_url_through_the_guard(
     want = score_file(path, load_settings(data_dir=tmp_path, score_frames_per_video=4), [mesonet["meso4_df"]])
     assert document["media_id"] == want.media_id and set(document["detectors"]) == {"meso4_df"}
     assert document["detectors"]["meso4_df"]["p_fake"] == pytest.approx(want.detectors["meso4_df"].p_fake, abs=1e-6)
+
+
+def test_frames_in_one_batch_find_the_faces_they_find_one_by_one(models_dir: Path) -> None:
+    from deepwatch.media.faces import detect_faces, detect_faces_batch
+
+    scenes = [face_scene(face_image(models_dir, name), at=at) for name, at in
+              (("real/real00240.jpg", (200, 110)), ("df/df00204.jpg", (40, 60)), ("real/real00772.jpg", (380, 200)))]
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    odd_size = face_scene(face_image(models_dir), size=(400, 400), at=(90, 90), side=200)
+    frames = [*scenes, empty, odd_size]  # two sizes: two batches
+    one_by_one = [detect_faces(f, min_confidence=0.5) for f in frames]
+    batched = detect_faces_batch(frames, min_confidence=0.5)
+    assert [len(b) for b in one_by_one] == [len(b) for b in batched]
+    assert all(len(b) >= 1 for i, b in enumerate(batched) if i != 3) and batched[3] == []
+    for single, together in zip(one_by_one, batched, strict=True):
+        for a, b in zip(single, together, strict=True):
+            assert (a.x, a.y, a.w, a.h, a.cut) == (b.x, b.y, b.w, b.h, b.cut)
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+    assert detect_faces_batch([]) == []

@@ -376,6 +376,8 @@ def test_prod_runs_detectors_on_gpus_and_dev_on_one_cpu_node(renders: dict[str, 
     gpu = [g for g in groups if int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get(
         "nvidia.com/gpu", 0)) >= 1]
     assert gpu, "values-prod must give the Ray worker group nvidia.com/gpu"
+    # and the detector deployments must ask Ray for GPUs, or they would never be placed on that group
+    assert settings_file(renders["prod"])["serve_detector_num_gpus"] > 0
     g = gpu[0]
     assert 1 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
     assert any(t["key"] == "nvidia.com/gpu" for t in g["template"]["spec"]["tolerations"])

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from deepwatch import __version__
 from deepwatch.contracts import SCHEMA_VERSION
 from deepwatch.settings import Settings
-from serve import routes_records, routes_score, routes_submit, routes_workbench
+from serve import routes_exports, routes_failures, routes_records, routes_score, routes_submit, routes_workbench
 from serve.auth import require_scope
 from serve.body_limit import BodyLimit
 from serve.context import ApiContext, configure, configured, context
@@ -69,6 +69,8 @@ def build_api(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_submit.router)
     app.include_router(routes_score.router)
     app.include_router(routes_workbench.router)
+    app.include_router(routes_exports.router)
+    app.include_router(routes_failures.router)
 
     if settings is not None:
         configure(settings)

@@ -157,6 +157,10 @@ def media_mappings() -> dict[str, Any]:
         "platforms": _KEYWORD,
         "sources": _KEYWORD,
         "canonical_urls": _KEYWORD,
+        # For the dashboard's dedup savings: summed by aggregations (documents written before these
+        # fields existed count as 0 until they are written again).
+        "sighting_total": {"type": "long"},
+        "sighting_urls": {"type": "integer"},
         "first_seen": _DATE,
         "last_seen": _DATE,
         "first_seen_epoch": _DOUBLE,
@@ -249,6 +253,8 @@ def media_document(record: MediaRecord, *, indexed_at: int, written_at: int, wri
         "platforms": _unique(s.platform for s in record.sightings),
         "sources": _unique(s.source for s in record.sightings),
         "canonical_urls": [s.canonical_url for s in record.sightings],
+        "sighting_total": sum(s.count for s in record.sightings),
+        "sighting_urls": len(record.sightings),
         "first_seen": _iso_millis(record.first_seen),
         "last_seen": _iso_millis(record.last_seen),
         "first_seen_epoch": sort_value(record, "oldest"),
@@ -401,6 +407,9 @@ def build_aggregate_body(query: SearchQuery | None) -> dict[str, Any]:
         "aggs": {
             "by_verdict": {"terms": {"field": "verdict", "size": MAX_TERM_BUCKETS}},
             "by_platform": {"terms": {"field": "platforms", "size": MAX_TERM_BUCKETS}},
+            "by_dedup": {"terms": {"field": "dedup", "size": MAX_TERM_BUCKETS}},
+            "sightings": {"sum": {"field": "sighting_total"}},
+            "distinct_urls": {"sum": {"field": "sighting_urls"}},
             "by_day": {
                 "date_histogram": {
                     "field": "first_seen",
@@ -458,6 +467,10 @@ def parse_aggregations(response: Mapping[str, Any]) -> Aggregations:
         by_day=_buckets(aggs["by_day"], key="key_as_string"),
         score_histogram=histogram,
         stage_seconds={b["key"]: _stage_times(b) for b in aggs["timings"]["stages"]["buckets"]},
+        by_dedup=_buckets(aggs["by_dedup"]),
+        # a sum aggregation answers a double (0.0 over no documents)
+        sightings=int(aggs["sightings"]["value"] or 0),
+        distinct_urls=int(aggs["distinct_urls"]["value"] or 0),
     )
 
 

@@ -144,6 +144,7 @@ _TAG_PREFIX = {"verdict": "v", "platform": "p", "source": "s", "kind": "k", "ded
 # Detector scores are tagged by bucket ("x", the detector name in hex, "b", the bucket): a score range
 # becomes the OR of the buckets it overlaps, and media.detectors holds the exact scores to check.
 DETECTOR_BUCKETS = 20
+SIGHTING_COUNT_DEFAULT = int(Sighting.model_fields["count"].default)
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
 SORT_MATCHES_LIMIT = 20_000
@@ -767,6 +768,15 @@ class SqliteIndex:
                 f"WHERE m.seq IN ({selected}) GROUP BY 1"
             )
             by_day = pairs(f"SELECT date(m.first_seen, 'unixepoch'), count(*) {selection} GROUP BY 1 ORDER BY 1")
+            by_dedup = pairs(f"SELECT m.dedup, count(*) {selection} GROUP BY 1")
+            # The sightings live only in the stored document; json_each reads them without a parse in Python.
+            # Documents are stored without unset fields, so a count left at its default is absent.
+            sightings, distinct_urls = conn.execute(
+                f"SELECT coalesce(sum(coalesce(json_extract(s.value, '$.count'), {SIGHTING_COUNT_DEFAULT})), 0), "
+                f"count(s.value) "
+                f"FROM docs d, json_each(d.doc, '$.sightings') s WHERE d.seq IN ({selected})",
+                params,
+            ).fetchone()
             bins = pairs(
                 f"SELECT min(CAST(m.score * {HISTOGRAM_BINS} AS INTEGER), {HISTOGRAM_BINS - 1}), count(*) "
                 f"{selection} AND m.score IS NOT NULL GROUP BY 1"
@@ -783,6 +793,9 @@ class SqliteIndex:
             by_day=by_day,
             score_histogram=[bins.get(str(i), 0) for i in range(HISTOGRAM_BINS)],
             stage_seconds={stage: stage_times(values) for stage, values in times.items()},
+            by_dedup=by_dedup,
+            sightings=sightings,
+            distinct_urls=distinct_urls,
         )
 
     def close(self) -> None:

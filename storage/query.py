@@ -132,6 +132,11 @@ class Aggregations(Part):
     by_day: dict[str, int] = Field(description="UTC day (YYYY-MM-DD) of first_seen")
     score_histogram: list[int] = Field(description=f"{HISTOGRAM_BINS} equal bins over [0, 1]; 1.0 in the last")
     stage_seconds: dict[str, StageTimes]
+    by_dedup: dict[str, int] = Field(
+        default_factory=dict, description="records per dedup class (how the record was last matched)"
+    )
+    sightings: Annotated[int, Field(ge=0)] = Field(0, description="sum of every sighting's count")
+    distinct_urls: Annotated[int, Field(ge=0)] = Field(0, description="sighting entries (distinct canonical URLs)")
 
 
 class ReviewEvent(Part):

@@ -351,6 +351,8 @@ def test_derived_fields_of_a_full_record() -> None:
     assert doc["platforms"] == ["social", "web"]
     assert doc["sources"] == ["crawler-a", "crawler-b"]
     assert doc["canonical_urls"] == [s.canonical_url for s in r.sightings]
+    assert doc["sighting_total"] == sum(s.count for s in r.sightings)
+    assert doc["sighting_urls"] == len(r.sightings)
     assert doc["first_seen_epoch"] == sort_value(r, "newest") == r.first_seen.timestamp()
     assert doc["last_seen_epoch"] == r.last_seen.timestamp()
     assert doc["first_seen"] == "2026-01-02T02:04:05.123+00:00"
@@ -637,6 +639,9 @@ def test_aggregate_body() -> None:
     aggs = body["aggs"]
     assert aggs["by_verdict"]["terms"]["field"] == "verdict"
     assert aggs["by_platform"]["terms"]["field"] == "platforms"
+    assert aggs["by_dedup"]["terms"]["field"] == "dedup"
+    assert aggs["sightings"] == {"sum": {"field": "sighting_total"}}
+    assert aggs["distinct_urls"] == {"sum": {"field": "sighting_urls"}}
     assert aggs["by_day"]["date_histogram"] == {
         "field": "first_seen",
         "calendar_interval": "day",
@@ -664,6 +669,9 @@ def test_parse_aggregations() -> None:
         "aggregations": {
             "by_verdict": {"buckets": [{"key": "fake", "doc_count": 3}, {"key": "unscored", "doc_count": 1}]},
             "by_platform": {"buckets": [{"key": "web", "doc_count": 4}, {"key": "social", "doc_count": 1}]},
+            "by_dedup": {"buckets": [{"key": "none", "doc_count": 3}, {"key": "near", "doc_count": 1}]},
+            "sightings": {"value": 9.0},
+            "distinct_urls": {"value": 5.0},
             "by_day": {"buckets": [{"key": 1767312000000, "key_as_string": "2026-01-02", "doc_count": 4}]},
             "score_bins": {"buckets": [{"key": 9, "doc_count": 2}, {"key": 0, "doc_count": 1}]},
             "timings": {
@@ -693,6 +701,8 @@ def test_parse_aggregations() -> None:
     assert aggs.by_day == {"2026-01-02": 4}
     assert aggs.score_histogram == [1, 0, 0, 0, 0, 0, 0, 0, 0, 2]
     assert aggs.stage_seconds == {"fetch": expected_fetch}
+    assert aggs.by_dedup == {"none": 3, "near": 1}
+    assert (aggs.sightings, aggs.distinct_urls) == (9, 5)
 
 
 def test_score_bins_match_histogram_bin() -> None:

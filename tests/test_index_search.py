@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepwatch.contracts import ContractError, MediaRecord, Review
+from deepwatch.contracts import ContractError, MediaRecord, Review, Sighting
 from storage.index import SearchIndex, UnknownMedia
 from storage.query import (
     HISTOGRAM_BINS,
@@ -45,6 +45,7 @@ def corpus(n: int = 40, seed: int = 7) -> list[MediaRecord]:
             sighting(
                 f"https://{rng.choice(PLATFORMS)}.example/{i}/{j}",
                 first=first + j * HOUR,
+                count=1 + (i + j) % 3,  # not from rng: the rest of the corpus stays as it was
                 platform=rng.choice(PLATFORMS),
                 source=rng.choice(SOURCES),
                 title=" ".join(rng.sample(WORDS, 2)) if rng.random() < 0.8 else None,
@@ -249,7 +250,9 @@ def expected_aggregations(records: list[MediaRecord], q: SearchQuery) -> dict:
     by_day: dict[str, int] = {}
     histogram = [0] * HISTOGRAM_BINS
     stages: dict[str, list[float]] = {}
+    by_dedup: dict[str, int] = {}
     for r in hits:
+        by_dedup[r.dedup] = by_dedup.get(r.dedup, 0) + 1
         by_verdict[r.verdict or "unscored"] = by_verdict.get(r.verdict or "unscored", 0) + 1
         for p in {s.platform for s in r.sightings}:
             by_platform[p] = by_platform.get(p, 0) + 1
@@ -266,6 +269,9 @@ def expected_aggregations(records: list[MediaRecord], q: SearchQuery) -> dict:
         "by_day": by_day,
         "score_histogram": histogram,
         "stages": {k: sorted(v) for k, v in stages.items()},
+        "by_dedup": by_dedup,
+        "sightings": sum(s.count for r in hits for s in r.sightings),
+        "distinct_urls": sum(len(r.sightings) for r in hits),
     }
 
 
@@ -281,6 +287,8 @@ def test_aggregations_equal_the_reference(index: SearchIndex, fields: dict) -> N
     assert agg.by_platform == want["by_platform"]
     assert agg.by_day == want["by_day"]
     assert agg.score_histogram == want["score_histogram"]
+    assert agg.by_dedup == want["by_dedup"]
+    assert (agg.sightings, agg.distinct_urls) == (want["sightings"], want["distinct_urls"])
     assert set(agg.stage_seconds) == set(want["stages"])
     for stage, values in want["stages"].items():
         got = agg.stage_seconds[stage]
@@ -288,6 +296,24 @@ def test_aggregations_equal_the_reference(index: SearchIndex, fields: dict) -> N
         # Elasticsearch's percentiles are estimates (t-digest): close, not equal.
         for p in (50, 90, 99):
             assert getattr(got, f"p{p}") == pytest.approx(percentile(values, p), rel=0.05, abs=0.05)
+
+
+def test_dedup_savings_figures(index: SearchIndex) -> None:
+    """The dashboard's savings: sightings beyond distinct URLs were downloads avoided."""
+    index.upsert(record(1, sightings=[sighting("https://a.example/1", count=3), sighting("https://b.example/1")]))
+    index.upsert(record(2, sightings=[sighting("https://a.example/2", count=2)], dedup="near", duplicate_of=media_id(1)))
+    # a count left unset (as most sightings are built) is stored without it, and still counts one
+    unset = Sighting(url="https://c.example/3", canonical_url="https://c.example/3", source="s", platform="web",
+                     first_seen=T0, last_seen=T0)
+    index.upsert(record(3, sightings=[unset], dedup="exact"))
+    agg = index.aggregate()
+    assert agg.by_dedup == {"none": 1, "near": 1, "exact": 1}
+    assert (agg.sightings, agg.distinct_urls) == (7, 4)
+    narrowed = index.aggregate(to_query(dedup=["near"]))
+    assert (narrowed.by_dedup, narrowed.sightings, narrowed.distinct_urls) == ({"near": 1}, 2, 1)
+    assert index.aggregate(to_query(dedup=["exact"])).sightings == 1
+    empty = index.aggregate(to_query(dedup=["url"]))
+    assert (empty.total, empty.by_dedup, empty.sightings, empty.distinct_urls) == (0, {}, 0, 0)
 
 
 def test_histogram_edges(index: SearchIndex) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import uvicorn
 from PIL import Image
 from playwright import sync_api  # the test extra; a missing install fails here, never skips
 
-from deepwatch.contracts import DetectorScore, Hints, MediaInfo, MediaRecord, Sighting, StoredObjects
+from deepwatch.contracts import DetectorScore, Hints, MediaInfo, MediaRecord, Sighting, StoredObjects, UrlFailure
 from deepwatch.embedded.processes import free_port
 from deepwatch.settings import load_settings
 from serve import context as api_context
@@ -57,6 +58,7 @@ class Seeded:
     copy: MediaRecord  # a lower-bitrate copy of it, a near-duplicate
     xss: MediaRecord
     records: list[MediaRecord]
+    failures: list[UrlFailure] = field(default_factory=list)  # the worker's stored failures
 
 
 def thumbnail_jpeg(shift: int) -> bytes:
@@ -134,11 +136,28 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
     return fake, copy, xss, records
 
 
+def seed_failures(settings) -> list[UrlFailure]:  # type: ignore[no-untyped-def]
+    """Documents as the stream worker stores them under failures/; one reason tries to inject markup."""
+    store = open_object_store(settings)
+    out = []
+    for n, (stage, error_type, reason) in enumerate([
+        ("fetch", "HTTPStatusError", "404 Not Found"), ("fetch", "HTTPStatusError", "410 Gone"),
+        ("fetch", "TimeoutError", "no answer in 30 s"), ("decode", "MediaError", XSS_TITLE),
+    ]):
+        url = f"https://gone.example/v/{n}"
+        failure = UrlFailure(canonical_url=url, sighting=sighting(url), stage=stage, error_type=error_type,
+                             reason=reason, at=T0 + timedelta(minutes=n))
+        store.put(keys.failure_key(url), failure.model_dump_json().encode(), content_type="application/json")
+        out.append(failure)
+    return out
+
+
 @pytest.fixture(scope="module")
 def workbench(tmp_path_factory: pytest.TempPathFactory, clips: Clips) -> Iterator[Seeded]:  # noqa: F811
     data_dir = tmp_path_factory.mktemp("workbench")
     settings = load_settings(data_dir=data_dir, api_keys=f"moderator={MODERATOR}:read+review,reader={READER}:read")
     fake, copy, xss, records = seed(settings, clips)
+    failures = seed_failures(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_api(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -148,7 +167,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, clips: Clips) -> Iterato
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield Seeded(f"http://127.0.0.1:{port}", fake, copy, xss, records)
+        yield Seeded(f"http://127.0.0.1:{port}", fake, copy, xss, records, failures)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -306,10 +325,23 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     url_repeats = sum(s.count - 1 for r in workbench.records for s in r.sightings)
     same_bytes = sum(len(r.sightings) - 1 for r in workbench.records)
     near = sum(r.dedup == "near" for r in workbench.records)
+    assert url_repeats and same_bytes and near  # each figure has something to count
     expect(page.locator("#d-url")).to_have_text(str(url_repeats))
     expect(page.locator("#d-exact")).to_have_text(str(same_bytes))
     expect(page.locator("#d-near")).to_have_text(str(near))
+    expect(page.locator("#t-downloads-avoided .tile-value")).to_have_text(str(url_repeats))
     expect(page.locator("#t-scorings-avoided .tile-value")).to_have_text(str(url_repeats + same_bytes + near))
+    # dead letters by reason: the worker's stored failures, counted and listed newest first
+    for table, counts in (("#f-by-stage", Counter(f.stage for f in workbench.failures)),
+                          ("#f-by-type", Counter(f.error_type for f in workbench.failures))):
+        rows = page.locator(f"{table} tbody tr")
+        expect(rows).to_have_count(len(counts))
+        for name, n in counts.items():
+            expect(rows.filter(has_text=name).locator("td").nth(1)).to_have_text(str(n))
+    newest = sorted(workbench.failures, key=lambda f: f.at, reverse=True)
+    expect(page.locator("#f-recent tbody tr")).to_have_count(len(newest))
+    expect(page.locator("#f-recent tbody tr").first).to_contain_text(str(newest[0].canonical_url))
+    expect(page.locator("#f-recent tbody tr").first).to_contain_text(XSS_TITLE)  # shown as text, not markup
     aggregations = api_get(workbench, "/v1/aggregations")
     expect(page.locator("#p-histogram svg rect.bar")).to_have_count(sum(1 for n in aggregations["score_histogram"] if n))
     expect(page.locator("#p-verdict-time svg rect.bar").first).to_be_visible()

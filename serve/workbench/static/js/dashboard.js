@@ -1,5 +1,6 @@
-// The dashboard: figures from /v1/aggregations (one call per verdict, kind, dedup class and review
-// label, each filtered server-side) and dedup savings from the records' sighting counts.
+// The dashboard: figures from /v1/aggregations (one call per verdict, kind and review label, each
+// filtered server-side; dedup savings from the index's sighting totals) and the stream's stored
+// failures from /v1/failures.
 import { getJson } from "./api.js";
 import { bars, legend, stackedBars } from "./charts.js";
 import { clear, fmtSeconds, h } from "./dom.js";
@@ -9,8 +10,6 @@ const VERDICTS = [
   { name: "no_face", cls: "v-no_face" }, { name: "error", cls: "v-error" }, { name: "unscored", cls: "v-unscored" },
 ];
 const REVIEWS = ["fake", "real", "unsure"];
-// Sighting counts are summed over at most this many of the newest records (two pages).
-const SIGHTING_SAMPLE = 1000;
 
 function tile(label, value, id, note) {
   return h("div", { class: "tile", id }, h("span", { class: "tile-value" }, String(value)),
@@ -27,31 +26,49 @@ function aggregate(base, extra) {
   return getJson("/v1/aggregations", params);
 }
 
-// What dedup saved, from the sightings of the newest records: a repeat of a known URL was neither
-// downloaded nor scored (count − 1 per sighting); another URL with the same bytes was downloaded
-// but not scored (every sighting after a record's first).
-async function sightingSavings(base) {
-  const params = new URLSearchParams(base);
-  params.set("sort", "newest");
-  params.set("limit", "500");
-  let urlRepeats = 0;
-  let sameBytes = 0;
-  let seen = 0;
-  let total = 0;
-  let cursor = null;
-  do {
-    if (cursor) params.set("cursor", cursor);
-    const page = await getJson("/v1/search", params);
-    total = page.total;
-    for (const record of page.items) {
-      const list = record.sightings || [];
-      urlRepeats += list.reduce((sum, s) => sum + (s.count - 1), 0);
-      sameBytes += Math.max(0, list.length - 1);
-    }
-    seen += page.items.length;
-    cursor = page.next;
-  } while (cursor && seen < SIGHTING_SAMPLE);
-  return { urlRepeats, sameBytes, seen, total };
+// What dedup saved, from the index's exact totals over every selected record: a repeat of a known URL
+// was neither downloaded nor scored (sightings beyond the distinct URLs); another URL with the same
+// bytes was downloaded but not scored (distinct URLs beyond the records); a near-duplicate reused a
+// verdict instead of being scored.
+function dedupSavings(all) {
+  const urlRepeats = all.sightings - all.distinct_urls;
+  const sameBytes = Math.max(0, all.distinct_urls - all.total);
+  const near = all.by_dedup.near || 0;
+  return { urlRepeats, sameBytes, near, downloads: urlRepeats, scorings: urlRepeats + sameBytes + near };
+}
+
+// The worker's stored failures (the dead letters moderators can see), or why they are not available.
+async function recentFailures() {
+  try {
+    return await getJson("/v1/failures", new URLSearchParams({ limit: "20", scan: "2000" }));
+  } catch (error) {
+    return { error: error.message };
+  }
+}
+
+function countTable(title, id, counts) {
+  const rows = Object.entries(counts);
+  return h("table", { class: "grid-table", id },
+    h("thead", {}, h("tr", {}, h("th", {}, title), h("th", {}, "failures"))),
+    h("tbody", {}, rows.map(([name, n]) => h("tr", {}, h("td", {}, name), h("td", {}, String(n))))));
+}
+
+function failuresPanel(failures) {
+  if (failures.error) return [h("p", { class: "muted" }, `Failures are not available: ${failures.error}`)];
+  if (!failures.scanned) return [h("p", { class: "muted", id: "f-none" }, "No stored failures.")];
+  const scope = failures.truncated ? `the ${failures.scanned} failure documents read (there are more)` : "every stored failure";
+  return [
+    h("p", { class: "muted" }, `URLs the stream gave up on, over ${scope}; not narrowed by the date filter.`),
+    countTable("stage", "f-by-stage", failures.by_stage),
+    countTable("error type", "f-by-type", failures.by_error_type),
+    h("h3", {}, "Most recent"),
+    h("table", { class: "grid-table", id: "f-recent" },
+      h("thead", {}, h("tr", {}, ["when", "stage", "reason", "URL"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, failures.items.map((f) => h("tr", {},
+        h("td", {}, f.at.replace("T", " ").slice(0, 19)), h("td", {}, f.stage),
+        h("td", { class: "wrap" }, `${f.error_type}: ${f.reason}`), h("td", { class: "wrap" }, f.canonical_url))))),
+    failures.unreadable ? h("p", { class: "muted" }, `${failures.unreadable} damaged failure documents skipped.`) : null,
+  ];
 }
 
 function meanScore(histogram) {
@@ -75,14 +92,14 @@ export async function renderDashboard(view, params) {
   const body = h("div", { id: "dashboard" }, h("p", { class: "muted" }, "loading…"));
   clear(view).append(h("h1", {}, "Dashboard"), form, body);
 
-  const [all, verdicts, kinds, near, reviewed, savings] = await Promise.all([
+  const [all, verdicts, kinds, reviewed, failures] = await Promise.all([
     aggregate(base),
     Promise.all(VERDICTS.map((v) => aggregate(base, { verdict: v.name }))),
     Promise.all(["image", "video"].map((k) => aggregate(base, { kind: k }))),
-    aggregate(base, { dedup: "near" }),
     Promise.all(REVIEWS.map((r) => aggregate(base, { review: r }))),
-    sightingSavings(base),
+    recentFailures(),
   ]);
+  const savings = dedupSavings(all);
 
   const days = [...new Set(verdicts.flatMap((a) => Object.keys(a.by_day)))].sort();
   const perDay = days.map((day) => ({
@@ -92,7 +109,6 @@ export async function renderDashboard(view, params) {
   const scored = all.total - (all.by_verdict.unscored || 0);
   const mean = meanScore(all.score_histogram);
   const reviewTotal = reviewed.reduce((sum, a) => sum + a.total, 0);
-  const partial = savings.seen < savings.total ? `over the newest ${savings.seen} of ${savings.total} records` : null;
   const stages = Object.entries(all.stage_seconds);
 
   body.replaceChildren(
@@ -109,14 +125,14 @@ export async function renderDashboard(view, params) {
       bars("records per ensemble score bin", all.score_histogram.map((value, i) => ({ label: (i / 10).toFixed(1), value })), "b-score")),
     panel("Dedup savings", "p-dedup",
       h("div", { class: "tiles" },
-        tile("downloads avoided", savings.urlRepeats, "t-downloads-avoided", "repeats of known URLs"),
-        tile("scorings avoided", savings.urlRepeats + savings.sameBytes + near.total, "t-scorings-avoided",
+        tile("downloads avoided", savings.downloads, "t-downloads-avoided", "repeats of known URLs"),
+        tile("scorings avoided", savings.scorings, "t-scorings-avoided",
           "URL repeats + same bytes + near-duplicates")),
       h("table", { class: "grid-table" }, h("tbody", {},
         h("tr", {}, h("td", {}, "known URL seen again (no download, no scoring)"), h("td", { id: "d-url" }, String(savings.urlRepeats))),
         h("tr", {}, h("td", {}, "same bytes at another URL (downloaded, not scored)"), h("td", { id: "d-exact" }, String(savings.sameBytes))),
-        h("tr", {}, h("td", {}, "near-duplicate records reusing a verdict (downloaded, not scored)"), h("td", { id: "d-near" }, String(near.total))))),
-      partial ? h("p", { class: "muted" }, `Sighting counts ${partial}.`) : null),
+        h("tr", {}, h("td", {}, "near-duplicate records reusing a verdict (downloaded, not scored)"), h("td", { id: "d-near" }, String(savings.near))))),
+      h("p", { class: "muted" }, `${all.sightings} sightings of ${all.distinct_urls} URLs, ${all.total} records.`)),
     panel("Throughput", "p-throughput",
       days.length ? bars("new records per day", days.map((d) => ({ label: d.slice(5), value: all.by_day[d] || 0 })), "b-default") : h("p", { class: "muted" }, "no records")),
     panel("Per-stage latency", "p-stages",
@@ -131,7 +147,6 @@ export async function renderDashboard(view, params) {
       h("table", { class: "grid-table", id: "breakdown" }, h("tbody", {},
         ["image", "video"].map((k, i) => h("tr", {}, h("td", {}, `kind ${k}`), h("td", {}, String(kinds[i].total)))),
         REVIEWS.map((r, i) => h("tr", {}, h("td", {}, `reviewed ${r}`), h("td", { id: `d-review-${r}` }, String(reviewed[i].total))))))),
-    panel("Dead letters by reason", "p-dlq",
-      h("p", { class: "muted" }, "Not available from the API: the aggregations cover indexed records only.")),
+    panel("Dead letters by reason", "p-dlq", ...failuresPanel(failures)),
   );
 }

@@ -232,6 +232,25 @@ class DetectorScore(Part):
     frames: Annotated[int, Field(ge=0)] = 0
 
 
+# A record's per-face scores: score_frames_per_video (default 32) x MAX_FACES_PER_FRAME (4) fits with room;
+# the scorer keeps the most suspicious faces when a long sampling finds more.
+MAX_FACE_SCORES = 1000
+
+
+class FaceScore(Part):
+    """One scored face crop: when and where it was, what each detector said and their ensemble."""
+
+    t: Annotated[float, Field(ge=0, description="seconds from the first frame (0 for an image)")]
+    frame: Annotated[int, Field(ge=0, description="position among the sampled frames")]
+    box: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)] = Field(
+        description="x, y, w, h of the scored crop in the sampled frame's pixels"
+    )
+    scores: dict[Annotated[str, Field(min_length=1, max_length=200)], Probability] = Field(
+        max_length=64, description="per detector that scores single faces: this face's P(fake)"
+    )
+    score: Probability | None = Field(description="the ensemble of ``scores`` (None when no detector scored it)")
+
+
 class Review(Part):
     label: Literal["fake", "real", "unsure"]
     reviewer: Annotated[str, Field(min_length=1, max_length=200)]
@@ -273,6 +292,9 @@ class MediaRecord(Contract):
     duplicate_of: Sha256Hex | None = None
     variant_of: Sha256Hex | None = None
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
+    face_scores: list[FaceScore] = Field(
+        default_factory=list, max_length=MAX_FACE_SCORES, description="per scored face, in time order"
+    )
     score: Probability | None = None
     verdict: Verdict | None = None
     error: Annotated[str, Field(max_length=10_000)] | None = None

@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from deepwatch.contracts import DetectorScore
+from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore
 from deepwatch.digest import sha256_file
 from deepwatch.settings import Settings
 from serve.detectors.base import Detector
-from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, frame_score, media_score
+from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, ensemble_score, frame_score, media_score
 
 # Video frames are rendered at most this long side: enough pixels for a face to fill a 256 crop in 720p and
 # 1080p footage, without paying for 4K frames the face detector sees at 300 px anyway.
@@ -55,7 +55,8 @@ class ScoreResult:
     timings: dict[str, float]
     frames: int  # frames sampled
     faces: int  # face crops scored
-    face_scores: dict[str, list[float]] = field(default_factory=dict)  # per detector, per face, for inspection
+    per_face: dict[str, list[float]] = field(default_factory=dict)  # per detector, per face (a clip's one score)
+    face_scores: list[FaceScore] = field(default_factory=list)  # per face: where, when and its scores
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class ScoreResult:
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
             "frames": self.frames,
             "faces": self.faces,
+            "face_scores": [f.model_dump(mode="json") for f in self.face_scores],
         }
 
 
@@ -193,6 +195,8 @@ class FaceCrops:
     clip: list[int]  # per frame with a face, the crop index of its most confident face, in time order
     crops: dict[int, np.ndarray]  # input side -> uint8 (faces, side, side, 3)
     timings: dict[str, float] = field(default_factory=dict)
+    face_times: list[float] = field(default_factory=list)  # Face.t of each crop
+    face_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # Face.box of each crop
 
     @property
     def faces(self) -> int:
@@ -205,7 +209,10 @@ class FaceCrops:
         best = {id(f): i for i, f in enumerate(faces)}
         clip = [best[id(f)] for f in representative_faces(faces)]
         crops = {side: crops_for(faces, side) for side in sorted(set(sides))}
-        return cls(media_id, kind, frames, [f.frame for f in faces], clip, crops)
+        return cls(
+            media_id, kind, frames, [f.frame for f in faces], clip, crops,
+            face_times=[f.t for f in faces], face_boxes=[f.box for f in faces],
+        )
 
 
 def detector_input(crops: FaceCrops, detector: Detector | type[Detector]) -> np.ndarray:
@@ -275,6 +282,31 @@ def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool 
     return crops
 
 
+def face_scores(
+    crops: FaceCrops, scores: dict[str, DetectorScore], per_face: dict[str, list[float]], config: EnsembleConfig,
+    limit: int = MAX_FACE_SCORES,
+) -> list[FaceScore]:
+    """Each face with the P(fake) of every detector that scored it alone (a video detector's one clip score
+    is no face's own) and their ensemble, with the media score's calibration and weights. Beyond ``limit``
+    faces the most suspicious are kept, since a moderator looks for where a clip is fake."""
+    if not crops.face_times:  # crops from a faces replica older than per-face scores
+        return []
+    # a video detector answers once per clip: its one score is a face's own only when there is one face
+    alone = {n: p for n, p in per_face.items() if n in scores and len(p) == crops.faces}
+    faces = []
+    for i in range(crops.faces):
+        mine = {name: round(float(p[i]), 6) for name, p in alone.items()}
+        score = ensemble_score(mine, config.platt, config.weights)
+        faces.append(FaceScore(
+            t=round(crops.face_times[i], 3), frame=crops.face_frames[i], box=list(crops.face_boxes[i]),
+            scores=mine, score=None if score is None else round(score, 6),
+        ))
+    if len(faces) > limit:
+        worst = sorted(range(len(faces)), key=lambda i: -(faces[i].score or 0.0))[:limit]
+        faces = [faces[i] for i in sorted(worst)]
+    return faces
+
+
 def finish(
     crops: FaceCrops,
     scores: dict[str, DetectorScore],
@@ -286,7 +318,10 @@ def finish(
     started = time.perf_counter()
     score, decided = decide({n: s.p_fake for n, s in scores.items()}, config)
     timings = {**crops.timings, **timings, "ensemble": time.perf_counter() - started}
-    return ScoreResult(crops.media_id, crops.kind, decided, score, scores, timings, crops.frames, crops.faces, per_face)
+    return ScoreResult(
+        crops.media_id, crops.kind, decided, score, scores, timings, crops.frames, crops.faces,
+        per_face=per_face, face_scores=face_scores(crops, scores, per_face, config),
+    )
 
 
 def score_file(

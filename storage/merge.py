@@ -100,6 +100,10 @@ def merge_records(old: MediaRecord, new: MediaRecord) -> MediaRecord:
     data["media"] = MediaInfo.model_validate(_fill(old.media, new.media)).model_dump()
     data["sightings"] = [s.model_dump() for s in merge_sightings(old.sightings, new.sightings, add_counts=False)]
     data["detectors"] = {name: score.model_dump() for name, score in {**old.detectors, **new.detectors}.items()}
+    # Face scores belong to one scoring and its frames, so they are not a union: a new scoring replaces
+    # them whole (no faces this time is news too); a write without one (or a failed one) keeps the old.
+    rescored = new.verdict is not None and new.verdict != "error"
+    data["face_scores"] = [f.model_dump() for f in (new.face_scores if rescored else old.face_scores)]
     data["timings"] = {**old.timings, **new.timings}
     data["first_seen"] = min(old.first_seen, new.first_seen)
     data["last_seen"] = max(old.last_seen, new.last_seen)

@@ -74,6 +74,7 @@ def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> 
     return record.model_copy(
         update={
             "detectors": answer.detectors,
+            "face_scores": answer.face_scores,
             "score": answer.score,
             "verdict": answer.verdict,
             "objects": objects,

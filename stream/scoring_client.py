@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deepwatch.contracts import DetectorScore, Probability, Verdict
+from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore, Probability, Verdict
 from deepwatch.settings import Settings, split_api_key
 from stream.retry import Backoff
 
@@ -57,6 +57,8 @@ class ScoreAnswer(BaseModel):
     timings: dict[str, float] = {}
     frames: int = 0
     faces: int = 0
+    # absent from an API older than per-face scores: the record then has none
+    face_scores: list[FaceScore] = Field(default_factory=list, max_length=MAX_FACE_SCORES)
 
 
 class CircuitBreaker:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deepwatch.contracts import (
+    MAX_FACE_SCORES,
     ContractError,
     DeadLetter,
     MediaRecord,
@@ -33,6 +34,9 @@ def url_event(**changes: object) -> dict[str, object]:
     }
     event.update(changes)
     return event
+
+
+FACE: dict[str, object] = {"t": 1.0, "frame": 0, "box": [10, 20, 64, 64], "scores": {"meso4_df": 0.8}, "score": 0.8}
 
 
 def record(**changes: object) -> dict[str, object]:
@@ -104,7 +108,11 @@ def test_non_object_input_is_a_contract_error(raw: bytes) -> None:
 def test_media_record_round_trips() -> None:
     rec = parse(MediaRecord, record())
     assert rec.detectors["meso4_df"].p_fake == 0.9
+    assert rec.face_scores == []  # records from before per-face scores still load
     assert parse(MediaRecord, rec.to_json()) == rec
+    with_faces = parse(MediaRecord, record(face_scores=[FACE, {**FACE, "t": 2.0, "frame": 1, "score": None}]))
+    assert with_faces.face_scores[1].score is None and with_faces.face_scores[0].box == [10, 20, 64, 64]
+    assert parse(MediaRecord, with_faces.to_json()) == with_faces
 
 
 @pytest.mark.parametrize(
@@ -118,6 +126,11 @@ def test_media_record_round_trips() -> None:
         ({"detectors": {"m": {"p_fake": -0.1, "model_version": "v"}}}, "detectors.m.p_fake"),
         ({"timings": {"fetch": -1}}, "timings.fetch"),
         ({"review": {"label": "fake", "reviewer": "", "note": "x"}}, "review.reviewer"),
+        ({"face_scores": [{**FACE, "scores": {"m": 1.2}}]}, "face_scores.0.scores.m"),
+        ({"face_scores": [{**FACE, "box": [1, 2, 3]}]}, "face_scores.0.box"),
+        ({"face_scores": [{**FACE, "t": -1}]}, "face_scores.0.t"),
+        ({"face_scores": [{**FACE, "crop": "..."}]}, "face_scores.0.crop"),
+        ({"face_scores": [FACE] * (MAX_FACE_SCORES + 1)}, "face_scores"),
     ],
 )
 def test_media_record_names_the_bad_field(changes: dict[str, object], field: str) -> None:

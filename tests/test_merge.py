@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deepwatch.contracts import FINGERPRINT_PARALLEL, Fingerprints
+from deepwatch.contracts import FINGERPRINT_PARALLEL, FaceScore, Fingerprints
 from storage.merge import merge_records
 from tests.index_support import media_id, record
 
@@ -29,3 +29,15 @@ def test_fingerprint_groups_are_kept_or_replaced_whole() -> None:
     # every field of the contract belongs to a group the merge knows (a new field must be added there)
     known = {"sha256", "videohash", *FINGERPRINT_PARALLEL, *FINGERPRINT_PARALLEL.values()}
     assert set(Fingerprints.model_fields) == known
+
+
+def test_face_scores_belong_to_one_scoring() -> None:
+    def faces(*ts: float) -> list[FaceScore]:
+        return [FaceScore(t=t, frame=i, box=[0, 0, 8, 8], scores={"m": 0.5}, score=0.5) for i, t in enumerate(ts)]
+
+    old = record(1, verdict="fake", score=0.9, face_scores=faces(0.0, 1.0, 2.0))
+    assert merge_records(old, record(1)).face_scores == old.face_scores  # a write without a scoring keeps them
+    failed = record(1, verdict="error", error="detector down")
+    assert merge_records(old, failed).face_scores == old.face_scores
+    assert merge_records(old, record(1, verdict="real", score=0.1, face_scores=faces(5.0))).face_scores == faces(5.0)
+    assert merge_records(old, record(1, verdict="no_face")).face_scores == []  # no faces this time is news too

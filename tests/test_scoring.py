@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepwatch.contracts import DetectorScore
 from deepwatch.media.encode import write_video
 from deepwatch.settings import load_settings
 from serve.detectors.base import Detector
-from serve.ensemble import ensemble_score
+from serve.ensemble import EnsembleConfig, calibrate, ensemble_score
 from serve.scoring import (
     Face,
+    FaceCrops,
     aggregate,
     crops_for,
+    face_scores,
     representative_faces,
     resize,
     run_detector,
@@ -52,6 +55,11 @@ def test_a_face_in_a_picture_is_found_cropped_and_scored(models_dir: Path, meson
     assert result.faces == 1, result
     assert set(result.detectors) == {"meso4_df", "mesoinception4_df"}
     assert result.verdict in ("fake", "real", "uncertain") and 0.0 <= result.score <= 1.0  # type: ignore[operator]
+    # one face: its own scores are the detectors' media scores, and its ensemble is the media's
+    (face,) = result.to_json()["face_scores"]
+    assert (face["t"], face["frame"]) == (0.0, 0) and face["box"][2] == face["box"][3] > 0
+    assert face["scores"] == {n: pytest.approx(s.p_fake, abs=1e-6) for n, s in result.detectors.items()}
+    assert face["score"] == pytest.approx(result.score, abs=1e-5)
 
 
 def test_the_crop_lands_on_the_pasted_face(models_dir: Path, tmp_path: Path) -> None:
@@ -84,6 +92,14 @@ def test_a_video_is_scored_on_evenly_spaced_frames(models_dir: Path, mesonet: di
     score = result.detectors["meso4_f2f"]
     assert 1 <= score.frames <= 6 and score.frames == result.faces
     assert result.score == pytest.approx(score.p_fake)  # one detector, identity calibration
+    faces = result.face_scores
+    assert len(faces) == result.faces and [f.frame for f in faces] == sorted(f.frame for f in faces)
+    times = [f.t for f in faces]
+    assert times == sorted(times) and len(set(times)) == len(times) and times[-1] <= 3.0
+    # the media score is the per-face scores' mean over frames of each frame's worst face
+    value, _ = aggregate([f.scores["meso4_f2f"] for f in faces], [f.frame for f in faces])
+    assert value == pytest.approx(score.p_fake, abs=1e-5)
+    assert all(f.score == pytest.approx(f.scores["meso4_f2f"], abs=1e-5) for f in faces)
 
 
 def test_sampling_interval_spreads_the_frames_over_the_duration() -> None:
@@ -132,6 +148,21 @@ def test_a_video_detector_gets_the_best_face_of_each_frame_as_one_clip() -> None
     assert score is not None and score.frames == 2
     assert score.p_fake == pytest.approx((200 + 50) / 2 / 255)
     assert per_face == [pytest.approx(score.p_fake)]
+
+
+def test_face_scores_skip_clip_scores_and_keep_the_most_suspicious() -> None:
+    faces = [_face(0, 0.9, 100), _face(0, 0.95, 200), _face(1, 0.8, 50)]
+    crops = FaceCrops.of("ab" * 32, "video", 2, faces, [16])
+    clip, _ = run_detector(_ClipMean(), faces)
+    assert clip is not None
+    scores = {"clip_mean": clip, "m": DetectorScore(p_fake=0.5, model_version="v", frames=2)}
+    per_face = {"clip_mean": [clip.p_fake], "m": [0.2, 0.9, 0.4]}
+    config = EnsembleConfig(platt={"m": (2.0, 0.0)})
+    result = face_scores(crops, scores, per_face, config)
+    assert [(f.t, f.frame, f.scores) for f in result] == [(0.0, 0, {"m": 0.2}), (0.0, 0, {"m": 0.9}), (0.5, 1, {"m": 0.4})]
+    assert [f.score for f in result] == [pytest.approx(calibrate(p, 2.0), abs=1e-6) for p in (0.2, 0.9, 0.4)]
+    kept = face_scores(crops, scores, per_face, config, limit=2)
+    assert [f.scores["m"] for f in kept] == [0.9, 0.4]  # the two most suspicious, still in time order
 
 
 def test_the_cli_scores_a_url_through_the_guard(

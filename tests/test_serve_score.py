@@ -88,6 +88,12 @@ def _assert_same(got: dict[str, Any], want: ScoreResult) -> None:
     else:
         assert got["score"] == pytest.approx(want.score, abs=1e-5)
     assert {"source", "decode", "faces", "ensemble", "total"} <= set(got["timings"])
+    faces, expected_faces = got["face_scores"], want.to_json()["face_scores"]
+    assert len(faces) == got["faces"] == len(expected_faces)
+    for face, expected_face in zip(faces, expected_faces, strict=True):
+        assert (face["t"], face["frame"], face["box"]) == (expected_face["t"], expected_face["frame"], expected_face["box"])
+        assert face["scores"] == pytest.approx(expected_face["scores"], abs=1e-5)
+        assert face["score"] == pytest.approx(expected_face["score"], abs=1e-5)
 
 
 def _png(rgb: np.ndarray) -> bytes:

@@ -25,7 +25,16 @@ import uvicorn
 from PIL import Image
 from playwright import sync_api  # the test extra; a missing install fails here, never skips
 
-from deepwatch.contracts import DetectorScore, Hints, MediaInfo, MediaRecord, Sighting, StoredObjects, UrlFailure
+from deepwatch.contracts import (
+    DetectorScore,
+    FaceScore,
+    Hints,
+    MediaInfo,
+    MediaRecord,
+    Sighting,
+    StoredObjects,
+    UrlFailure,
+)
 from deepwatch.embedded.processes import free_port
 from deepwatch.settings import load_settings
 from serve import context as api_context
@@ -73,6 +82,12 @@ def scored(rec: MediaRecord, score: float, verdict: str, **fields: object) -> Me
     return rec.model_copy(update={"detectors": detectors, "score": score, "verdict": verdict, **fields})
 
 
+def fixture_faces(times: list[float], boxes: list[list[int]]) -> list[FaceScore]:
+    """Per-face scores as fixture data: a spread of values, so that the list's order and the dots' heights differ."""
+    return [FaceScore(t=t, frame=i, box=box, scores={"mesonet": p, "mesoinception": round(p * 0.9, 3)}, score=p)
+            for i, (t, box) in enumerate(zip(times, boxes, strict=True)) for p in [round(0.2 + 0.75 * (i * 7 % 5) / 4, 3)]]
+
+
 def clip_record(fp, sightings: list[Sighting], objects: StoredObjects) -> MediaRecord:  # type: ignore[no-untyped-def]
     return MediaRecord(media_id=fp.sha256, kind=fp.kind, fingerprints=fp.to_contract(), first_seen=T0, last_seen=T0,
                        sightings=sightings, objects=objects,
@@ -99,7 +114,8 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
         sighting("https://video.example/watch?v=abc", count=3, platform="youtube", source="feed",
                  title="Senator confesses everything", uploader="news-bot"),
         sighting("https://mirror.example/abc.mp4", first=T0 + timedelta(hours=2), platform="web", source="feed"),
-    ], stored(fp.sha256, original, "mp4", "video/mp4", 0)), 0.93, "fake", timings={"fetch": 0.8, "score": 1.6})
+    ], stored(fp.sha256, original, "mp4", "video/mp4", 0)), 0.93, "fake", timings={"fetch": 0.8, "score": 1.6},
+        face_scores=fixture_faces(fp.to_contract().face_times, fp.to_contract().face_boxes))
     copy = scored(clip_record(copy_fp, [
         sighting("https://reup.example/v/1", count=2, platform="reddit", source="sub", title="reupload of the senator"),
     ], stored(copy_fp.sha256, None, "", "", 40)), 0.93, "fake", dedup="near", duplicate_of=fp.sha256,
@@ -126,7 +142,9 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
         verdict = verdicts[i % len(verdicts)]
         score = {"real": 0.05 + i / 200, "uncertain": 0.5, "no_face": 0.0, "fake": 0.8 + i / 200}[verdict]
         objects = stored(rid, thumbnail_jpeg(i * 9) if image else None, "jpg", "image/jpeg", i * 9)
-        fillers.append(scored(rec, round(score, 3), verdict, objects=objects, timings={"fetch": 0.1 + i / 100}))
+        faces = fixture_faces([0.0], [[40, 20, 60, 60]]) if i == 0 else []  # an image kept whole: its face is drawn
+        fillers.append(scored(rec, round(score, 3), verdict, objects=objects, timings={"fetch": 0.1 + i / 100},
+                              face_scores=faces))
     index = open_index(settings)
     try:
         records = [fake, copy, xss, *fillers]
@@ -294,8 +312,18 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     expect(page.locator("#sightings")).to_contain_text("https://video.example/watch?v=abc")
     outbound = page.locator("#sightings a.out").first
     assert set(outbound.get_attribute("rel").split()) >= {"noopener", "noreferrer"}
-    expect(page.locator("#timeline-note")).to_contain_text("Per-frame scores are not stored")
-    expect(page.locator("#timeline svg .m-frame")).to_have_count(len(workbench.fake.fingerprints.frame_times))
+    # the score timeline: a dot per face, a line through each frame's worst face, the faces most suspicious first
+    faces = workbench.fake.face_scores
+    assert len(faces) >= 2
+    expect(page.locator("#timeline svg circle.face-dot")).to_have_count(len(faces))
+    expect(page.locator("#timeline svg polyline.frame-max")).to_have_count(1)
+    listed = page.locator("#face-scores li")
+    expect(listed).to_have_count(len(faces))
+    worst = max(faces, key=lambda f: f.score or 0.0)
+    expect(listed.first.locator(".face-p")).to_have_text(f"{worst.score:.3f}")
+    expect(listed.first).to_contain_text(f"mesoinception {worst.scores['mesoinception']:.3f}")
+    shown = [float(v) for v in listed.evaluate_all("items => items.map(li => li.dataset.score)")]
+    assert shown == sorted((f.score for f in faces), reverse=True)  # type: ignore[misc]
     similar = page.locator("#similar li")
     expect(similar).to_have_count(1)
     expect(similar).to_contain_text("reupload of the senator")
@@ -352,10 +380,19 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     context.close()
     context, page, _ = open_page(browser, workbench.base, READER)
     page.goto(f"{workbench.base}/#/media/{workbench.copy.media_id}")
+    expect(page.locator("#timeline-note")).to_contain_text("Per-face scores are not stored")
+    expect(page.locator("#timeline svg .m-frame")).to_have_count(len(workbench.copy.fingerprints.frame_times))
     page.check("input[name=label][value=real]")
     page.click("#review-submit")
     expect(page.locator("#status")).to_contain_text("lacks the 'review' scope")
     assert api_get(workbench, f"/v1/media/{workbench.copy.media_id}")["record"]["review"] is None
+    # a kept image's face is cut from the picture itself
+    image = next(r for r in workbench.records if r.kind == "image" and r.face_scores)
+    page.goto(f"{workbench.base}/#/media/{image.media_id}")
+    expect(page.locator("#face-scores canvas.face")).to_have_count(1)
+    page.wait_for_function("() => { const c = document.querySelector('#face-scores canvas.face');"
+                           " return c && c.getContext('2d').getImageData(0, 0, 64, 64).data.some((v, i) => i % 4 < 3 && v > 0); }")
+    shot(page, "media-image-faces")
     context.close()
     assert console.problems == []
 

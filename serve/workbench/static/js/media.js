@@ -3,7 +3,7 @@
 import { ApiError, getJson, mediaUrl, postJson } from "./api.js";
 import { timeStrip } from "./charts.js";
 import {
-  clear, fmtScore, fmtTime, h, isMediaId, mediaHref, outLink, sightingCount, titleOf, verdictBadge,
+  clear, fmtScore, fmtTime, h, isMediaId, mediaHref, outLink, s, sightingCount, titleOf, verdictBadge,
 } from "./dom.js";
 
 function section(title, id, ...children) {
@@ -63,19 +63,23 @@ function detectorTable(record) {
       h("td", {}, name), h("td", {}, fmtScore(d.p_fake)), h("td", {}, String(d.frames)), h("td", {}, d.model_version)))));
 }
 
-// Records keep one score per detector (the ensemble of its frames), not a score per frame; what they
-// do keep per sampled frame is when it was taken and where faces were found, which is drawn instead.
-function timeline(record) {
+// A record scored since per-face scores are kept has one entry per scored face (time, box, each
+// detector's P(fake) and their ensemble); older records keep only where faces were found, drawn instead.
+function timeline(record, view) {
+  const faces = (record.face_scores || []).filter((f) => Number.isFinite(f.t));
+  if (faces.length) {
+    return [scoreChart(faces, record.media?.duration), h("h3", {}, "Faces, most suspicious first"), faceList(faces, view)];
+  }
   const fp = record.fingerprints || {};
   const frames = fp.frame_times || [];
-  const faces = fp.face_times || [];
+  const faceTimes = fp.face_times || [];
   const parts = [h("p", { class: "muted", id: "timeline-note" },
-    "Per-frame scores are not stored: each detector keeps one score over its sampled frames. "
+    "Per-face scores are not stored for this record (scored before they were kept, or no face was scored). "
     + "Shown instead: the sampled frames and where faces were found.")];
-  if (frames.length || faces.length) {
+  if (frames.length || faceTimes.length) {
     parts.push(timeStrip("sampled frames and faces over time", record.media?.duration, [
       { name: "frames", times: frames, cls: "m-frame" },
-      { name: "faces", times: faces, cls: "m-face" },
+      { name: "faces", times: faceTimes, cls: "m-face" },
     ]));
   } else {
     parts.push(h("p", { class: "muted" }, "No per-frame data (an image, or fingerprinted without frame times)."));
@@ -83,9 +87,82 @@ function timeline(record) {
   const thumbs = fp.face_thumbs || [];
   if (thumbs.length) {
     parts.push(h("h3", {}, "Face crops (16×16 as fingerprinted)"),
-      h("div", { class: "faces" }, thumbs.slice(0, 24).map((hex, i) => faceCanvas(hex, faces[i]))));
+      h("div", { class: "faces" }, thumbs.slice(0, 24).map((hex, i) => faceCanvas(hex, faceTimes[i]))));
   }
   return parts;
+}
+
+const CHART = { w: 600, h: 200, left: 40, right: 10, top: 10, bottom: 28 };
+
+// x = time, y = P(fake): a dot per face, and a line through each sampled frame's most suspicious face
+// (the frame score the media score averages).
+function scoreChart(faces, duration) {
+  const span = Math.max(duration || 0, ...faces.map((f) => f.t), 0.001);
+  const plotW = CHART.w - CHART.left - CHART.right;
+  const plotH = CHART.h - CHART.top - CHART.bottom;
+  const x = (t) => CHART.left + (t / span) * plotW;
+  const y = (p) => CHART.top + (1 - p) * plotH;
+  const svg = s("svg", { viewBox: `0 0 ${CHART.w} ${CHART.h}`, class: "chart score-timeline", role: "img",
+    "aria-label": "P(fake) of each face over time" }, s("title", {}, "P(fake) of each face over time"));
+  for (const p of [0, 0.5, 1]) {
+    svg.append(s("line", { x1: CHART.left, x2: CHART.w - CHART.right, y1: y(p), y2: y(p), class: "grid" }),
+      s("text", { x: CHART.left - 4, y: y(p) + 4, class: "tick", "text-anchor": "end" }, p.toFixed(1)));
+  }
+  const worst = new Map();
+  for (const f of faces) {
+    if (typeof f.score !== "number") continue;
+    const known = worst.get(f.frame);
+    if (!known || f.score > known.score) worst.set(f.frame, f);
+  }
+  const line = [...worst.values()].sort((a, b) => a.t - b.t);
+  if (line.length > 1) {
+    svg.append(s("polyline", { class: "frame-max", points: line.map((f) => `${x(f.t)},${y(f.score)}`).join(" ") }));
+  }
+  for (const f of faces) {
+    if (typeof f.score !== "number") continue;
+    svg.append(s("circle", { cx: x(f.t), cy: y(f.score), r: 4, class: `face-dot ${band(f.score)}` },
+      s("title", {}, `${f.t.toFixed(2)} s: P(fake) ${fmtScore(f.score)}`)));
+  }
+  svg.append(s("text", { x: CHART.left, y: CHART.h - 8, class: "tick" }, "0 s"),
+    s("text", { x: CHART.w - CHART.right, y: CHART.h - 8, class: "tick", "text-anchor": "end" }, `${span.toFixed(1)} s`));
+  return svg;
+}
+
+function band(score) {
+  return score >= 0.7 ? "d-fake" : score <= 0.3 ? "d-real" : "d-uncertain";
+}
+
+const LISTED_FACES = 48;
+
+function faceList(faces, view) {
+  const ranked = faces.slice().sort((a, b) => (b.score ?? -1) - (a.score ?? -1) || a.t - b.t);
+  const items = ranked.slice(0, LISTED_FACES).map((f) => {
+    const [bx, by, bw, bh] = f.box;
+    const crop = view ? cropCanvas(view, f.box) : null;
+    return h("li", { class: "face-score", "data-score": f.score ?? "" },
+      crop,
+      h("div", {}, h("strong", { class: "face-p" }, fmtScore(f.score)), ` at ${f.t.toFixed(2)} s`),
+      h("div", { class: "muted" }, `box ${bw}×${bh} at (${bx}, ${by})`),
+      h("div", { class: "muted" }, Object.entries(f.scores || {}).map(([name, p]) => `${name} ${fmtScore(p)}`).join(", ")));
+  });
+  const more = ranked.length > LISTED_FACES ? h("p", { class: "muted" }, `and ${ranked.length - LISTED_FACES} more`) : null;
+  return [h("ul", { class: "face-scores", id: "face-scores" }, items), more];
+}
+
+// An image's face drawn from the stored picture (boxes are in its upright pixels, as the browser shows
+// it); a video would need a seek per face, so its faces are listed without pictures.
+function cropCanvas(img, box) {
+  const canvas = h("canvas", { width: 64, height: 64, class: "face" });
+  const draw = () => {
+    try {
+      canvas.getContext("2d").drawImage(img, box[0], box[1], box[2], box[3], 0, 0, 64, 64);
+    } catch {
+      canvas.remove();
+    }
+  };
+  if (img.complete && img.naturalWidth) draw();
+  else img.addEventListener("load", draw, { once: true });
+  return canvas;
 }
 
 function faceCanvas(hex, time) {
@@ -173,6 +250,11 @@ function reviewForm(id, onReviewed, say) {
   return form;
 }
 
+function imageView(record, links, top) {
+  if (record.kind !== "image" || !links.media) return null;
+  return top.querySelector("img#media-view");
+}
+
 export async function renderMedia(view, id, say) {
   if (!isMediaId(id)) {
     clear(view).append(h("p", { class: "error" }, "not a media id"));
@@ -186,12 +268,13 @@ export async function renderMedia(view, id, say) {
     factsBox.replaceChildren(facts(fresh.record));
   }
   const factsBox = h("div", {}, facts(record));
+  const top = h("div", { class: "media-top" }, await player(record, links), factsBox);
   clear(view).append(
     h("p", {}, h("a", { href: "#/search", class: "back" }, "← search")),
     h("h1", { id: "media-title" }, titleOf(record)),
-    h("div", { class: "media-top" }, await player(record, links), factsBox),
+    top,
     section("Detectors", "detectors", detectorTable(record)),
-    section("Score timeline", "timeline", ...timeline(record)),
+    section("Score timeline", "timeline", ...timeline(record, imageView(record, links, top))),
     section("Sightings", "sightings-panel", sightings(record)),
     section("Near-duplicates and variants", "similar-panel", await similar(id)),
     section("Review", "review", reviewForm(id, () => refresh().catch((e) => say(e.message, true)), say), h("h3", {}, "History"), history));

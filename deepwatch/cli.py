@@ -86,7 +86,7 @@ def up(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     api_port: Annotated[int | None, typer.Option(help="API port (env: DEEPWATCH_API_PORT)")] = None,
-    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for every part")] = 90.0,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for every part")] = 180.0,
 ) -> None:
     """Run the whole system on this machine with embedded defaults (Ctrl-C stops it)."""
     from deepwatch.embedded.stack import Stack
@@ -628,7 +628,7 @@ def bench(
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
     runners = {"index": "bench.index", "fingerprint": "bench.fingerprint", "ingest": "bench.ingest",
-               "serve": "bench.serve"}
+               "serve": "bench.serve", "stream": "bench.stream"}
     if name not in runners:
         fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
     import importlib

@@ -141,7 +141,8 @@ class StreamPipeline:
                         decision.target)
             return False
         self.metrics.dedup.labels(decision.dedup).inc()
-        self.handled[event.canonical_url] = record.media_id
+        if self.handled.get(event.canonical_url) != record.media_id:  # a table write is a changelog message
+            self.handled[event.canonical_url] = record.media_id
         await self.publish_result(result_of(record, event, decision.dedup))
         return True
 

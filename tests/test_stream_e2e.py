@@ -9,35 +9,19 @@ broken URLs must be in the DLQ with their reasons.
 from __future__ import annotations
 
 import os
-import re
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
-from deepwatch.contracts import (
-    TOPIC_DLQ,
-    TOPIC_RESULTS,
-    TOPIC_URLS,
-    DeadLetter,
-    ScoredMedia,
-    UrlDiscovered,
-    UrlFailure,
-    parse,
-)
-from deepwatch.embedded.processes import ManagedProcess, free_port, wait_until
-from deepwatch.settings import load_settings
+from deepwatch.contracts import TOPIC_URLS, UrlDiscovered
+from deepwatch.embedded.processes import wait_until
 from storage.index_sqlite import SqliteIndex
-from storage.keys import failure_key
 from tests.detector_support import face_image, face_scene
 from tests.ingest_support import Site
 from tests.media_support import garbage, video_file
-from tests.test_stream_pipeline import jpeg
+from tests.stream_support import Outcomes, failure_count, jpeg, scored_total, scoring_api, worker
 
 
 @pytest.fixture(scope="module")
@@ -51,37 +35,8 @@ KEY = "e2e-" + os.urandom(6).hex()
 
 @pytest.fixture
 def api(tmp_path: Path, models_dir: Path) -> Iterator[str]:
-    import uvicorn
-
-    from serve.api import build_api
-
-    settings = load_settings(data_dir=tmp_path, api_keys=KEY, models_dir=models_dir)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_api(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    assert wait_until(lambda: _up(url), 30)
-    yield url
-    server.should_exit = True
-    thread.join(10)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/livez", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def failure_count(data_dir: Path, canonical_url: str) -> int:
-    path = data_dir / "objects" / failure_key(canonical_url)
-    return parse(UrlFailure, path.read_bytes()).sighting.count if path.is_file() else 0
-
-
-def scored_total(api: str) -> float:
-    text = httpx.get(api + "/metrics", timeout=5).text
-    return sum(float(v) for v in re.findall(r"^deepwatch_media_scored_total\{[^}]*\} (\S+)$", text, re.M))
+    with scoring_api(tmp_path, models_dir, KEY) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -106,51 +61,26 @@ def test_urls_to_records(kafka_bootstrap: str, api: str, site: Site, tmp_path: P
     later = [ev("/repost-of-a.jpg"), ev("/a-small.jpg"), ev("/a.jpg?fbclid=1", canonical="/a.jpg"), ev("/gone.mp4")]
     before = scored_total(api)
 
-    port = free_port()
-    env = dict(os.environ)
-    env.update({"DEEPWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "DEEPWATCH_DATA_DIR": str(tmp_path),
-                "DEEPWATCH_WORKER_WEB_PORT": str(port), "DEEPWATCH_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
-                "DEEPWATCH_SERVE_URL": api, "DEEPWATCH_API_KEYS": KEY, "DEEPWATCH_WORKER_RETRY_BASE_S": "0.1",
-                "DEEPWATCH_WORKER_RETRY_MAX_S": "0.5"})
-    worker = ManagedProcess("worker", [sys.executable, "-m", "deepwatch", "worker"], tmp_path / "worker.log", env=env)
-    worker.start()
+    proc = worker(kafka_bootstrap, tmp_path, api, KEY).start()
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    results: dict[str, ScoredMedia] = {}
-    letters: dict[str, DeadLetter] = {}
-    consumer = KafkaConsumer(TOPIC_RESULTS, TOPIC_DLQ, bootstrap_servers=kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=1000)
-
-    def collect(events: list[UrlDiscovered], deadline_s: float) -> None:
-        traces = {e.trace_id for e in events}
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end and not traces <= set(results) | set(letters):
-            assert worker.alive(), worker.last_lines(50)
-            for message in consumer:
-                if message.topic == TOPIC_RESULTS:
-                    r = parse(ScoredMedia, message.value)
-                    results[r.trace_id] = r
-                else:
-                    d = parse(DeadLetter, message.value)
-                    trace = parse(UrlDiscovered, d.payload).trace_id if d.stage != "validate" else ""
-                    letters[trace] = d
-        missing = [e.url for e in events if e.trace_id not in set(results) | set(letters)]
-        assert not missing, (missing, [line for line in worker.last_lines(80) if not line.startswith(("|", "+"))])
+    outcomes = Outcomes(kafka_bootstrap)
 
     try:
         for e in first:
             producer.send(TOPIC_URLS, key=e.key(), value=e.to_json())
         producer.flush()
-        collect(first, 240)
+        outcomes.wait(first, 240, proc)
         for e in later:
             producer.send(TOPIC_URLS, key=e.key(), value=e.to_json())
         producer.flush()
-        collect(later[:-1], 120)  # a known-failed URL again: counted on its failure document, nothing published
+        outcomes.wait(later[:-1], 120, proc)  # a known-failed URL again: counted on its failure document, nothing published
         assert wait_until(lambda: failure_count(tmp_path, site.base + "/gone.mp4") == 2, 30)
     finally:
         producer.close()
-        consumer.close()
-        worker.stop(grace_s=10)
+        outcomes.close()
+        proc.stop(grace_s=10)
 
+    results, letters = outcomes.results, outcomes.letters
     by_url = {e.url.removeprefix(site.base): results.get(e.trace_id) for e in first + later}
     dedup = {u: r.dedup for u, r in by_url.items() if r}
     assert dedup == {"/a.jpg": "none", "/b.jpg": "url", "/clip.mp4": "none", "/a.jpg?utm_source=x": "url",

@@ -10,16 +10,16 @@ end-to-end test's job.
 from __future__ import annotations
 
 import asyncio
-import io
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+import pytest
 
 from deepwatch.contracts import DeadLetter, ScoredMedia, UrlDiscovered
+from deepwatch.media.encode import write_video
 from deepwatch.settings import Settings, load_settings
+from serve.scoring import aggregate
 from storage.index_sqlite import SqliteIndex
 from storage.objects_local import LocalObjectStore
 from stream.pipeline import FAILED, StreamPipeline
@@ -27,7 +27,8 @@ from stream.records import Position
 from stream.scoring_client import ScoreAnswer
 from tests.detector_support import face_image, face_scene
 from tests.ingest_support import Site
-from tests.media_support import garbage, video_file
+from tests.media_support import garbage
+from tests.stream_support import jpeg
 
 T = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -53,15 +54,6 @@ class InProcessScorer:
         return await asyncio.to_thread(run)
 
 
-def jpeg(array: np.ndarray, quality: int = 95, scale: float = 1.0) -> bytes:
-    image = Image.fromarray(array)
-    if scale != 1.0:
-        image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue()
-
-
 def event(site: Site, path: str, canonical: str | None = None, hours: int = 0) -> UrlDiscovered:
     return UrlDiscovered(url=site.base + path, canonical_url=site.base + (canonical or path), source="test",
                          platform="web", discovered_at=T + timedelta(hours=hours))
@@ -76,7 +68,10 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     site.put("/copy-of-a.jpg", jpeg(a), "image/jpeg")
     site.put("/a-small.jpg", jpeg(a, quality=70, scale=0.6), "image/jpeg")
     site.put("/b.jpg", jpeg(b), "image/jpeg")
-    site.put("/clip.mp4", video_file(tmp_path / "clip.mp4", frames=40).read_bytes(), "video/mp4")
+    moving = [face_scene(face_image(models_dir, "df/df00204.jpg"), size=(480, 360), at=(120 + 2 * i, 60), side=200)
+              for i in range(20)]
+    write_video(tmp_path / "clip.mp4", moving, fps=10.0, gop=5)
+    site.put("/clip.mp4", (tmp_path / "clip.mp4").read_bytes(), "video/mp4")
     site.put("/broken.mp4", garbage(20_000, seed=3), "video/mp4")
     site.put("/busy.mp4", b"try later", "text/plain", status=503)
 
@@ -132,6 +127,14 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     assert (near.verdict, near.score, near.detectors) == (rec_a.verdict, rec_a.score, rec_a.detectors)
     clip = index.get(results[5].media_id)
     assert clip is not None and clip.kind == "video" and clip.media.duration
+    # per-face scores, in time order, as the detectors gave them: each frame's worst face, averaged, is the media score
+    times = [f.t for f in clip.face_scores]
+    assert len(times) >= 2 and times == sorted(times) and times[-1] <= clip.media.duration
+    assert all(0.0 <= p <= 1.0 for f in clip.face_scores for p in [f.score, *f.scores.values()])  # type: ignore[list-item]
+    for name, detector_score in clip.detectors.items():
+        value, frames = aggregate([f.scores[name] for f in clip.face_scores], [f.frame for f in clip.face_scores])
+        assert value == pytest.approx(detector_score.p_fake, abs=1e-5) and frames == detector_score.frames
+    assert [f.t for f in rec_a.face_scores] == [0.0] and near.face_scores == []  # a near-duplicate has no faces of its own
     assert results[-1].media_id == a_id and results[-1].dedup == "url"
 
     # objects: thumbnails and results for every record, media gone unless flagged

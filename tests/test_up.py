@@ -56,7 +56,8 @@ def test_up_runs_heals_and_stops_cleanly(tmp_path: Path) -> None:
         )
     endpoints_file = data_dir / "endpoints.json"
     try:
-        assert wait_until(lambda: endpoints_file.exists() or up.poll() is not None, 90), "not up within 90 s"
+        # a local Ray with the API, faces and four detector deployments: about a minute on 2 busy cores
+        assert wait_until(lambda: endpoints_file.exists() or up.poll() is not None, 180), "not up within 180 s"
         assert up.poll() is None, stderr_path.read_text()[-3000:]
         endpoints = json.loads(endpoints_file.read_text())
         assert endpoints["api_url"] == f"http://127.0.0.1:{port}"

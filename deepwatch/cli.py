@@ -72,12 +72,6 @@ def settings_for(config: Path | None, data_dir: Path | None, as_json: bool = Fal
     return settings
 
 
-def missing(command: str, part: str, issue: int, as_json: bool = False) -> NoReturn:
-    """A command whose part has not been built yet says so, and exits 2."""
-    fail(f"`deepwatch {command}` needs {part}, which is not built yet (issue #{issue})", 2, as_json,
-         missing=part, issue=issue)
-
-
 # --- running the system -----------------------------------------------------------------------
 
 

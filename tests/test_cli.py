@@ -1,27 +1,14 @@
-"""The CLI's shape: every command exists, unbuilt parts exit 2 and say which part is missing."""
+"""The CLI's shape: every command of the design exists."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from deepwatch.cli import app
 
 runner = CliRunner()
-
-UNBUILT: list[tuple[list[str], int]] = []  # every command of the design is built now
-
-
-@pytest.mark.parametrize(("argv", "issue"), UNBUILT)
-def test_unbuilt_commands_exit_2_naming_the_missing_part(argv: list[str], issue: int) -> None:
-    result = runner.invoke(app, argv)
-    assert result.exit_code == 2
-    document = json.loads(result.stdout)
-    assert document["issue"] == issue
-    assert "not built yet" in document["error"] and document["missing"]
-
 
 def test_every_command_of_the_design_is_there() -> None:
     result = runner.invoke(app, ["--help"])

@@ -1,7 +1,7 @@
 """The ``deepwatch`` command line.
 
 Results go to stdout (with ``--json``: exactly one JSON document); logs and progress go to stderr.
-Exit codes: 0 success, 1 failure at run time, 2 bad input or a part that is not built yet.
+Exit codes: 0 success, 1 failure at run time, 2 bad input.
 """
 
 from __future__ import annotations

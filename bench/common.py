@@ -27,6 +27,12 @@ def report(benchmark: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"benchmark": benchmark, "machine": machine(), "results": results}
 
 
+def significant(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits: a fixed number of decimals would leave a 0.09 ms
+    figure two digits, and its ratio could then not be checked against the printed figures."""
+    return float(f"{value:.{digits}g}")
+
+
 def result(
     name: str,
     value: float,
@@ -40,10 +46,10 @@ def result(
     """One entry; ``ratio`` is ours / peer, as the convention says, whichever way is better."""
     out: dict[str, Any] = {
         "name": name,
-        "value": round(value, 4),
+        "value": significant(value),
         "unit": unit,
         "better": better,
-        "peer": {"name": peer_name, "value": round(peer_value, 4)},
+        "peer": {"name": peer_name, "value": significant(peer_value)},
         "ratio": round(value / peer_value, 4) if peer_value else None,
         "params": params,
     }

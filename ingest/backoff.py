@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deepwatch.backoff import backoff_delay
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -21,13 +23,8 @@ class RetryPolicy:
 
 
 def retry_delay(retry: int, policy: RetryPolicy, u: float) -> float:
-    """The wait before retry number ``retry`` (0 for the first); ``u`` is uniform in [0, 1).
-
-    Exponential and capped, with "equal jitter": half the step is fixed so waits still grow, half is
-    random so that many crawlers hit by the same outage do not come back in step.
-    """
-    step = min(policy.cap_s, policy.base_s * 2.0 ** min(retry, 62))
-    return step / 2 + u * step / 2
+    """The wait before retry number ``retry`` (0 for the first); ``u`` is uniform in [0, 1)."""
+    return backoff_delay(retry, policy.base_s, policy.cap_s, u)
 
 
 def source_backoff(interval_s: float, failures: int, cap_s: float) -> float:

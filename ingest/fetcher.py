@@ -13,13 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from deepwatch.backoff import retry_after_seconds
 from deepwatch.media.errors import (
     Blocked,
     Forbidden,
@@ -153,23 +152,6 @@ def _check_scheme(url: str) -> None:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise Unsupported(f"only http and https are fetched, not {scheme or 'no scheme'!r}: {url!r}")
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` (RFC 9110: delay-seconds or an HTTP-date) as seconds from ``now``; None when absent
-    or unreadable (then our own backoff decides)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP-date is GMT by definition
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _check_status(url: str, status: int, retry_after: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deepwatch.backoff import backoff_delay
 from deepwatch.settings import Settings
 
 
@@ -17,10 +18,5 @@ class Backoff:
         return cls(settings.worker_retry_base_s, settings.worker_retry_max_s)
 
     def delay(self, retry: int, u: float) -> float:
-        """The wait before retry number ``retry`` (0 for the first); ``u`` is uniform in [0, 1).
-
-        Exponential and capped, with equal jitter: half the step fixed so waits still grow, half random
-        so that workers hit by one outage do not all come back at the same moment.
-        """
-        step = min(self.max_s, self.base_s * 2.0 ** min(retry, 62))
-        return step / 2 + u * step / 2
+        """The wait before retry number ``retry`` (0 for the first); ``u`` is uniform in [0, 1)."""
+        return backoff_delay(retry, self.base_s, self.max_s, u)

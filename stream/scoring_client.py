@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deepwatch.backoff import retry_after_seconds
 from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore, Probability, Verdict
 from deepwatch.settings import Settings, split_api_key
 from stream.retry import Backoff
@@ -201,7 +202,7 @@ class ScoringClient:
             raise ScoringRejected(error_type, str(detail.get("detail") or response.text)[:2000])
         raise _Unavailable(
             f"HTTP {response.status_code}: {str(detail.get('detail') or response.text)[:500]}",
-            _retry_after(response.headers.get("Retry-After")),
+            retry_after_seconds(response.headers.get("Retry-After")),
         )
 
     async def aclose(self) -> None:
@@ -214,10 +215,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: rare from our API, and the backoff is a fine substitute

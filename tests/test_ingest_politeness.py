@@ -16,11 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
+from deepwatch.backoff import retry_after_seconds
 from deepwatch.media.errors import NotFound, Transient
 from deepwatch.partition import murmur2, partition_for
 from deepwatch.settings import load_settings
 from ingest.backoff import RetryPolicy, poll_delay, retry_delay, source_backoff
-from ingest.fetcher import GuardedFetcher, retry_after_seconds
+from ingest.fetcher import GuardedFetcher
 from ingest.polite import PoliteFetcher
 from ingest.ratelimit import HostRateLimiter, TokenBucket
 from ingest.scheduler import Scheduler

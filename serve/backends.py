@@ -19,7 +19,7 @@ from deepwatch.contracts import DetectorScore
 from deepwatch.settings import Settings
 from serve.ensemble import EnsembleConfig
 from serve.scoring import FaceCrops, ScoreResult, finish
-from serve.sources import MediaSource, materialize
+from serve.sources import MediaSource, StoreForSources, materialize
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
@@ -57,6 +57,7 @@ class LocalBackend:
         from serve.detectors.registry import available, select
 
         self.settings = settings
+        self._stores = StoreForSources(settings)
         self._names = [r.cls.name for r in select(available(settings), settings.detectors or None)]
 
     def detector_names(self) -> list[str]:
@@ -72,7 +73,7 @@ class LocalBackend:
         started = time.perf_counter()
         loaded = load_detectors(self.settings, detectors)
         with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
-            path = materialize(source, self.settings, Path(workdir))
+            path = materialize(source, self.settings, Path(workdir), self._stores.for_source(source))
             fetched = time.perf_counter()
             result = score_file(path, self.settings, loaded, aligned=aligned)
         result.timings["source"] = fetched - started

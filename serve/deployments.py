@@ -18,7 +18,6 @@ import asyncio
 import logging
 import math
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from ray import serve
 from deepwatch.contracts import DetectorScore
 from deepwatch.settings import Settings, load_settings
 from serve.scoring import FaceCrops, detector_input, detector_result, prepare
-from serve.sources import MediaSource, materialize
+from serve.sources import MediaSource, StoreForSources, materialize
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +135,7 @@ class Faces:
     def __init__(self, sides: list[int], config: str | None, overrides: dict[str, Any]) -> None:
         self.settings = load_settings(config, **overrides)
         self.sides = sorted(set(sides))
-        self._store: Any = None
-        self._lock = threading.Lock()
+        self._stores = StoreForSources(self.settings)
 
     async def prepare(self, source: MediaSource, aligned: bool) -> FaceCrops:
         return await asyncio.to_thread(self._prepare, source, aligned)
@@ -145,21 +143,12 @@ class Faces:
     def _prepare(self, source: MediaSource, aligned: bool) -> FaceCrops:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="dw-faces-") as workdir:
-            path = materialize(source, self.settings, Path(workdir), self._object_store(source))
+            path = materialize(source, self.settings, Path(workdir), self._stores.for_source(source))
             fetched = time.perf_counter()
             crops = prepare(path, self.settings, self.sides, aligned)
         crops.timings = {"source": fetched - started, **crops.timings}
         return crops
 
-    def _object_store(self, source: MediaSource) -> Any:
-        if source.object_key is None:
-            return None
-        from storage.objects import open_object_store
-
-        with self._lock:  # opened once per replica (an S3 client keeps its connection pool)
-            if self._store is None:
-                self._store = open_object_store(self.settings)
-            return self._store
 
 
 # --- options from the settings ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ tell permanent from transient the same way for all three.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,26 @@ class MediaSource:
     @property
     def kind(self) -> str:
         return "bytes" if self.data is not None else "object_key" if self.object_key is not None else "url"
+
+
+class StoreForSources:
+    """The object store, opened at the first ``object_key`` source and kept: an S3 client keeps its
+    connection pool, and opening one checks the bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: ObjectStore | None = None
+        self._lock = threading.Lock()
+
+    def for_source(self, source: MediaSource) -> ObjectStore | None:
+        if source.object_key is None:
+            return None
+        from storage.objects import open_object_store
+
+        with self._lock:
+            if self._store is None:
+                self._store = open_object_store(self.settings)
+            return self._store
 
 
 def check_media_key(key: str) -> str:

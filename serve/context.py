@@ -38,7 +38,6 @@ class ApiContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.checks: dict[str, Check] = health_checks(settings)
         self.keys = [
             ApiKey(e.secret.encode(), e.scopes, e.name)
             for e in (parse_api_key(k.get_secret_value()) for k in settings.api_keys)
@@ -47,6 +46,7 @@ class ApiContext:
         self._index: SearchIndex | None = None
         self._store: ObjectStore | None = None
         self._publisher: UrlPublisher | None = None
+        self.checks: dict[str, Check] = health_checks(settings, self.index, self.store)
 
     def index(self) -> SearchIndex:
         with self._lock:

@@ -10,38 +10,28 @@ import httpx
 
 from deepwatch.embedded.broker import kafka_reachable
 from deepwatch.settings import Settings
-from storage.index import SearchIndex, open_index
-from storage.objects import ObjectStore, open_object_store
+from storage.index import SearchIndex
+from storage.objects import ObjectStore
 
 CHECK_TIMEOUT_S = 3.0
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class _Backends:
-    """The index and store, opened on first use and kept: a probe every few seconds must not
-    re-create the schema or the bucket each time. A failed open is retried at the next probe."""
+def health_checks(
+    settings: Settings, open_index: Callable[[], SearchIndex], open_store: Callable[[], ObjectStore]
+) -> dict[str, Check]:
+    """``open_index`` and ``open_store`` give the API's own (opened once, kept): a probe every few seconds must not
+    re-create the schema or the bucket, and a failed open is retried at the next probe."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._index: SearchIndex | None = None
-        self._store: ObjectStore | None = None
+    def probe_index() -> dict[str, Any]:
+        open_index().get("0" * 64)  # one real lookup: the backend answers, not only exists
+        return {"status": "ok", "backend": settings.index_backend}
 
-    def probe_index(self) -> dict[str, Any]:
-        if self._index is None:
-            self._index = open_index(self.settings, long_lived=True)
-        self._index.get("0" * 64)  # one real lookup: the backend answers, not only exists
-        return {"status": "ok", "backend": self.settings.index_backend}
-
-    def probe_store(self) -> dict[str, Any]:
-        if self._store is None:
-            self._store = open_object_store(self.settings)
-        self._store.exists("healthz/probe")
-        return {"status": "ok", "backend": self.settings.store_backend, "location": self._store.location}
-
-
-def health_checks(settings: Settings) -> dict[str, Check]:
-    backends = _Backends(settings)
+    def probe_store() -> dict[str, Any]:
+        opened = open_store()
+        opened.exists("healthz/probe")
+        return {"status": "ok", "backend": settings.store_backend, "location": opened.location}
 
     async def kafka() -> dict[str, Any]:
         bootstrap = settings.kafka_bootstrap
@@ -51,10 +41,10 @@ def health_checks(settings: Settings) -> dict[str, Check]:
         return {"status": "ok" if ok else "down", "bootstrap": bootstrap}
 
     async def index() -> dict[str, Any]:
-        return await asyncio.to_thread(backends.probe_index)
+        return await asyncio.to_thread(probe_index)
 
     async def store() -> dict[str, Any]:
-        return await asyncio.to_thread(backends.probe_store)
+        return await asyncio.to_thread(probe_store)
 
     checks: dict[str, Check] = {"kafka": kafka, "index": index, "store": store}
     for part, url in (("worker", settings.health_worker_url), ("crawler", settings.health_crawler_url)):

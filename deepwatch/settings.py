@@ -79,13 +79,6 @@ def derived_key_name(secret: str) -> str:
     return "key-" + hashlib.sha256(b"deepwatch api key name\0" + secret.encode()).hexdigest()[:10]
 
 
-def split_api_key(entry: str) -> tuple[str, frozenset[str]]:
-    """``KEY`` has every scope; ``KEY:read+review`` only those (generated keys never hold ':'); a leading
-    ``name=`` is not part of the secret (:func:`parse_api_key`)."""
-    parsed = parse_api_key(entry)
-    return parsed.secret, parsed.scopes
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DEEPWATCH_",

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepwatch.backoff import retry_after_seconds
 from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore, Probability, Verdict
-from deepwatch.settings import Settings, split_api_key
+from deepwatch.settings import Settings, parse_api_key
 from stream.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,8 @@ class ScoringClient:
     @classmethod
     def from_settings(cls, settings: Settings) -> ScoringClient:
         # the first key that may score: the worker's environment may hold the API's whole key list
-        entries = [split_api_key(k.get_secret_value()) for k in settings.api_keys]
-        key = next((secret for secret, scopes in entries if scopes & {"score", "admin"}), None)
+        entries = [parse_api_key(k.get_secret_value()) for k in settings.api_keys]
+        key = next((e.secret for e in entries if e.scopes & {"score", "admin"}), None)
         return cls(
             settings.serve_url or settings.api_url,
             key,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deepwatch.contracts import ContractError
-from deepwatch.settings import API_SCOPES, derived_key_name, load_settings, parse_api_key, split_api_key
+from deepwatch.settings import API_SCOPES, derived_key_name, load_settings, parse_api_key
 from storage.query_args import argument_of, build_query
 
 ALL = frozenset(API_SCOPES)
@@ -27,7 +27,7 @@ ALL = frozenset(API_SCOPES)
 )
 def test_key_entries(entry: str, name: str | None, secret: str, scopes: set[str]) -> None:
     parsed = parse_api_key(entry)
-    assert (parsed.secret, parsed.scopes) == (secret, scopes) == split_api_key(entry)
+    assert (parsed.secret, parsed.scopes) == (secret, scopes)
     assert parsed.name == (name or derived_key_name(secret))
     assert secret not in derived_key_name(secret) and derived_key_name(secret) == derived_key_name(secret)
 

@@ -210,3 +210,33 @@ def test_frames_in_one_batch_find_the_faces_they_find_one_by_one(models_dir: Pat
             assert (a.x, a.y, a.w, a.h, a.cut) == (b.x, b.y, b.w, b.h, b.cut)
             assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
     assert detect_faces_batch([]) == []
+
+
+def test_the_face_network_is_safe_to_share_between_threads(models_dir: Path) -> None:
+    # An API scoring in its thread pool while another thread fingerprints share one network; interleaved
+    # setInput/forward calls used to fail inside OpenCV ("flags & FIXED_TYPE").
+    import threading
+
+    from deepwatch.media.faces import detect_faces, detect_faces_batch
+
+    big = [face_scene(face_image(models_dir), size=(1280, 720), at=(500, 200), side=300) for _ in range(6)]
+    small = face_scene(face_image(models_dir), size=(320, 240), at=(80, 40), side=140)
+    expected_big, expected_small = detect_faces_batch(big), detect_faces(small)
+    results: list[object] = []
+
+    def run(call: object) -> None:
+        try:
+            for _ in range(4):
+                results.append(call())  # type: ignore[operator]
+        except Exception as exc:  # the failure is what the test looks for
+            results.append(exc)
+
+    threads = [threading.Thread(target=run, args=(lambda: detect_faces_batch(big),)),
+               threading.Thread(target=run, args=(lambda: detect_faces(small),)),
+               threading.Thread(target=run, args=(lambda: detect_faces(small),))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert all(r in (expected_big, expected_small) for r in results)

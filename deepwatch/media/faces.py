@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def weight_files() -> tuple[Path, Path]:
     raise FaceDetectorUnavailable(f"{MODEL_FILE} and {CONFIG_FILE} not found: install {WEIGHTS_PACKAGE}==1.0.17")
 
 
+_network_lock = threading.Lock()
+
+
 @functools.cache
 def _network() -> Any:
     import cv2
@@ -82,9 +86,13 @@ def detect_faces_batch(
         in_w, in_h = max(32, round(width * scale)), max(32, round(height * scale))
         bgr = [np.ascontiguousarray(frames[i][..., ::-1]) for i in members]
         blob = cv2.dnn.blobFromImages(bgr, 1.0, (in_w, in_h), TRAINING_MEAN_BGR, swapRB=False, crop=False)
-        net.setInput(blob)
+        # one network per process, and setInput/forward is a pair of calls on its state: two threads (an API
+        # scoring in its pool while a worker thread fingerprints) must not interleave them
+        with _network_lock:
+            net.setInput(blob)
+            detections = net.forward()[0, 0]
         # one row per detection: image number in the batch, class, confidence, box corners (0..1)
-        for image, _, confidence, x1, y1, x2, y2 in net.forward()[0, 0]:
+        for image, _, confidence, x1, y1, x2, y2 in detections:
             if confidence < min_confidence:
                 continue
             left, top = max(0, int(x1 * width)), max(0, int(y1 * height))

@@ -32,6 +32,7 @@ from deepwatch.contracts import (
 from deepwatch.settings import Settings
 from stream.metrics import CONTENT_TYPE, StreamMetrics
 from stream.records import Position
+from stream.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         datadir=str(settings.data_dir / "faust"),
         processing_guarantee="at_least_once",
     )
+    # Before any topic is declared: the topics' conductor takes the transport from the app.
+    app.transport = Transport(app.conf.broker_consumer, app)
     # Raw bytes in and out: we validate ourselves so a bad message becomes a dead letter instead of
     # a deserialisation error inside Faust that would stall the partition.
     urls = app.topic(TOPIC_URLS, key_type=bytes, value_type=bytes, value_serializer="raw")

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     worker_fetch_attempts: int = Field(
         4, ge=1, le=100, description="tries of a fetch that fails transiently before the URL is dead-lettered"
     )
+    worker_batch_max: int = Field(
+        500, ge=1, le=10_000, description="events the worker takes from Kafka at once; a run of URL hits among "
+        "them is one index write"
+    )
+    worker_batch_wait_s: float = Field(
+        0.05, gt=0, le=5, description="how long the worker waits for a batch to fill before it handles what it has"
+    )
     worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
     worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")
     score_concurrency: int = Field(4, ge=1, le=256, description="scoring requests one worker has in flight at most")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from storage.hamming import HASH64, HASH256, HashSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from deepwatch.contracts import MediaRecord, Review, Sighting
     from deepwatch.settings import Settings
@@ -80,6 +80,12 @@ class SearchIndex(Protocol):
         the stored watermark of its URL is a redelivery and changes nothing
         (``storage.merge.add_sighting``).
         """
+        ...
+
+    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
+        """:meth:`add_sighting` for each ``(media_id, sighting)`` in order, in as few round trips as the
+        backend allows (the stream's URL hits come in batches). Returns each item's record after its
+        sighting, or None where there is no such record (nothing is raised for it)."""
         ...
 
     def get(self, media_id: str) -> MediaRecord | None: ...

@@ -34,7 +34,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -779,6 +779,17 @@ class ElasticsearchIndex:
 
         with self._errors(f"add a sighting to {media_id}"):
             return self._read_merge_write(media_id, change, create=False)[1]
+
+    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
+        # One read-merge-write each: a bulk of them would need the conflict retries per document that
+        # _read_merge_write does for one (a batch of URL hits is a few hundred at most).
+        out: list[MediaRecord | None] = []
+        for media_id, sighting in items:
+            try:
+                out.append(self.add_sighting(media_id, sighting))
+            except UnknownMedia:
+                out.append(None)
+        return out
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         """Set the review, then append the audit event.

@@ -30,7 +30,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -546,6 +546,23 @@ class SqliteIndex:
             if merged is not old:  # a redelivered event (merge.add_sighting) writes nothing
                 self._store_many(conn, [_Write(seq, old, merged)])
             return merged
+
+    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
+        out: list[MediaRecord | None] = []
+        if not items:
+            return out
+        with self._write() as conn:
+            stored = self._load_many(conn, {media_id for media_id, _ in items})
+            pending = {media_id: _Write(seq, old, old) for media_id, (seq, old) in stored.items()}
+            for media_id, sighting in items:
+                write = pending.get(media_id)
+                if write is not None:
+                    write.record = merge.add_sighting(write.record, sighting)
+                out.append(None if write is None else write.record)
+            changed = [w for w in pending.values() if w.record is not w.old]  # redeliveries write nothing
+            if changed:
+                self._store_many(conn, changed)
+        return out
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         with self._write() as conn:

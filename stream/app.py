@@ -4,8 +4,9 @@ It consumes ``deepwatch.urls``. Every message is validated against the contract 
 message goes to ``deepwatch.dlq`` with its reason and the partition moves on. Valid events go to the
 :class:`~stream.pipeline.StreamPipeline` (dedup, fetch, score, record).
 
-At-least-once: Faust commits an event's offset only after the agent has taken the next one, and the
-pipeline returns only once the event's outcome is written (its stages retry our own services for as
+At-least-once: Faust commits an event's offset only after the agent has handled the batch it came in
+(``take_events`` acknowledges a batch when the loop asks for the next), and the pipeline returns only once
+every event's outcome is written (its stages retry our own services for as
 long as they are down), so a crash never commits an unwritten event; the redelivery after it is
 harmless because every write is idempotent (see ``stream.pipeline``).
 """
@@ -15,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Protocol
 
 import faust
+from faust.streams import _current_event  # the stream's current event, which table writes read
 
 from deepwatch.contracts import (
     TOPIC_DLQ,
@@ -41,6 +45,10 @@ class Pipeline(Protocol):
     """What happens to a valid ``UrlDiscovered`` event (``stream.pipeline.StreamPipeline``)."""
 
     async def process(self, event: UrlDiscovered, position: Position | None = None) -> object: ...
+
+    async def process_many(self, events: Sequence[tuple[UrlDiscovered, Position | None]]) -> Sequence[object]:
+        """The events of one batch, in order; their outcomes in that order."""
+        ...
 
 
 def dead_letter(
@@ -76,6 +84,44 @@ INTERNAL_ATTEMPTS = 3
 HANDLED_TABLE = "deepwatch-urls-handled"
 
 
+class BatchTable(MutableMapping[str, str]):
+    """The handled-URL table as the pipeline sees it while it handles a batch.
+
+    Faust writes a table key to the changelog partition of the event being handled, which it knows from
+    the stream's current event; a batch (``take_events``) has none, so a write here sets it to the
+    batch's event of that URL (the key of a URL event is its canonical URL, so they share a partition).
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+        self.events: dict[str, faust.types.EventT] = {}  # canonical URL -> its event in the current batch
+
+    def __getitem__(self, key: str) -> str:
+        return self.table[key]
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self.table.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: str) -> None:
+        event = self.events.get(key)
+        token = _current_event.set(weakref.ref(event)) if event is not None else None
+        try:
+            self.table[key] = value
+        finally:
+            if token is not None:
+                _current_event.reset(token)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = None) -> faust.App:
     app = faust.App(
         "deepwatch-stream",
@@ -100,8 +146,9 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     dlq = app.topic(TOPIC_DLQ, key_type=bytes, value_type=bytes, value_serializer="raw")
     results = app.topic(TOPIC_RESULTS, key_type=bytes, value_type=bytes, value_serializer="raw")
     # Canonical URL -> media_id (or FAILED). str keys: bytes keys broke changelog recovery here.
-    handled = app.Table(HANDLED_TABLE, default=None, key_type=str, value_type=str,
-                        partitions=settings.kafka_partitions)
+    table = app.Table(HANDLED_TABLE, default=None, key_type=str, value_type=str,
+                      partitions=settings.kafka_partitions)
+    handled = BatchTable(table)
     metrics = getattr(pipeline, "metrics", None) or StreamMetrics()
 
     async def publish_result(result: ScoredMedia) -> None:
@@ -112,49 +159,61 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
 
     chosen: Pipeline = pipeline or _real_pipeline(settings, handled, publish_result, publish_dead_letter, metrics)
 
-    @app.agent(urls)
-    async def handle_urls(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+    async def handle_one(discovered: UrlDiscovered, position: Position, event: faust.types.EventT) -> str:
+        """One event on its own, tried a few times before a bug in its path dead-letters it."""
+        for attempt in range(1, INTERNAL_ATTEMPTS + 1):
+            try:
+                return str(await chosen.process(discovered, position))
+            except Exception as exc:
+                log.exception("pipeline failed on %s (attempt %d)", discovered.canonical_url, attempt)
+                if attempt == INTERNAL_ATTEMPTS:
+                    letter = dead_letter(event.value, event.key, stage="internal", error=exc, topic=position.topic,
+                                         partition=position.partition, offset=position.offset, attempts=attempt)
+                    metrics.dead_letters.labels("internal").inc()
+                    await dlq.send(key=event.key, value=letter.to_json())
+                    return "dead-lettered"
+                await asyncio.sleep(attempt)
+        raise AssertionError("unreachable")
+
+    async def handle_batch(events: list[faust.types.EventT]) -> None:
+        valid: list[tuple[UrlDiscovered, Position, faust.types.EventT]] = []
+        for event in events:
             message = event.message
             metrics.events.labels("validate").inc()
             try:
                 discovered = parse(UrlDiscovered, event.value or b"")
             except ContractError as exc:
-                letter = dead_letter(
-                    event.value,
-                    event.key,
-                    stage="validate",
-                    error=exc,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                )
+                letter = dead_letter(event.value, event.key, stage="validate", error=exc, topic=message.topic,
+                                     partition=message.partition, offset=message.offset)
                 metrics.dead_letters.labels("validate").inc()
                 await dlq.send(key=event.key, value=letter.to_json())
                 log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
                 continue
             position = Position(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
-            for attempt in range(1, INTERNAL_ATTEMPTS + 1):
-                try:
-                    outcome = await chosen.process(discovered, position)
-                    log.info("%s[%d]@%d %s: %s", message.topic, message.partition, message.offset,
-                             discovered.canonical_url, outcome)
-                    break
-                except Exception as exc:
-                    log.exception("pipeline failed on %s (attempt %d)", discovered.canonical_url, attempt)
-                    if attempt == INTERNAL_ATTEMPTS:
-                        letter = dead_letter(event.value, event.key, stage="internal", error=exc,
-                                             topic=message.topic, partition=message.partition,
-                                             offset=message.offset, attempts=attempt)
-                        metrics.dead_letters.labels("internal").inc()
-                        await dlq.send(key=event.key, value=letter.to_json())
-                    else:
-                        await asyncio.sleep(attempt)
+            valid.append((discovered, position, event))
+        handled.events = {d.canonical_url: e for d, _, e in valid}
+        try:
+            outcomes = [str(o) for o in await chosen.process_many([(d, p) for d, p, _ in valid])]
+        except Exception:
+            # A bug on some event's path: find it one event at a time. What the batch wrote before it
+            # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
+            log.exception("a batch of %d events failed; handling them one at a time", len(valid))
+            outcomes = [await handle_one(d, p, e) for d, p, e in valid]
+        for (discovered, position, _), outcome in zip(valid, outcomes, strict=True):
+            log.info("%s[%d]@%d %s: %s", position.topic, position.partition, position.offset,
+                     discovered.canonical_url, outcome)
+        last = {event.message.tp: event.message.offset for event in events}
+        for tp, offset in last.items():
             try:
-                lag = app.consumer.highwater(message.tp) - message.offset - 1
-                metrics.lag.labels(str(message.partition)).set(max(lag, 0))
+                metrics.lag.labels(str(tp.partition)).set(max(app.consumer.highwater(tp) - offset - 1, 0))
             except Exception:
                 pass
+
+    @app.agent(urls)
+    async def handle_urls(stream: faust.StreamT) -> None:
+        # Events are acknowledged once their batch is handled (take_events acks after the loop body).
+        async for events in stream.take_events(settings.worker_batch_max, within=settings.worker_batch_wait_s):
+            await handle_batch(events)
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

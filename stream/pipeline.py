@@ -34,11 +34,20 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from deepwatch.contracts import DeadLetter, MediaRecord, ScoredMedia, StoredObjects, UrlDiscovered, UrlFailure, parse
+from deepwatch.contracts import (
+    DeadLetter,
+    MediaRecord,
+    ScoredMedia,
+    Sighting,
+    StoredObjects,
+    UrlDiscovered,
+    UrlFailure,
+    parse,
+)
 from deepwatch.media.errors import MediaError
 from deepwatch.media.fetch import FetchLimits, fetch
 from deepwatch.media.guard import AddressPolicy
@@ -79,6 +88,16 @@ def is_service_failure(exc: BaseException) -> bool:
     return isinstance(exc, (StorageError, SearchIndexError, OSError))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Hit:
+    """An event whose canonical URL was handled before: it only adds its sighting to ``media_id``."""
+
+    event: UrlDiscovered
+    position: Position | None
+    sighting: Sighting
+    media_id: str
+
+
 class StreamPipeline:
     def __init__(
         self,
@@ -105,25 +124,67 @@ class StreamPipeline:
         self.backoff = Backoff.from_settings(settings)
         self.workdir = settings.data_dir / "worker"
 
-    # --- the event ------------------------------------------------------------------------------
+    # --- the events ---------------------------------------------------------------------------------
     async def process(self, event: UrlDiscovered, position: Position | None = None) -> str:
         """Handle one event until its outcome is written; returns the outcome ("url", "exact", "near",
         "scored", "variant", "failed", "failed-again")."""
-        self.metrics.events.labels("url_dedup").inc()
-        sighting = sighting_at(event, position)
-        canonical = event.canonical_url
-        known = self.handled.get(canonical)
-        if known == FAILED:
-            await self._count_failure_again(sighting)
-            return "failed-again"
+        return (await self.process_many([(event, position)]))[0]
+
+    async def process_many(self, events: Sequence[tuple[UrlDiscovered, Position | None]]) -> list[str]:
+        """Handle a batch of events in order; returns their outcomes in that order.
+
+        A run of URL hits (most events of a busy crawl: reposts of URLs already handled) is one index
+        write and their results are published together; any other event ends the run and goes through
+        fetching on its own, so that a later event of the same URL finds it handled."""
+        outcomes: list[str] = []
+        hits: list[_Hit] = []
+        for event, position in events:
+            self.metrics.events.labels("url_dedup").inc()
+            sighting = sighting_at(event, position)
+            known = await self._known(event.canonical_url)
+            decision = by_url(None if known == FAILED else known)
+            if decision is not None and decision.target is not None:
+                hits.append(_Hit(event, position, sighting, decision.target))
+                continue
+            outcomes += await self._record_hits(hits)
+            hits = []
+            if known == FAILED:
+                await self._count_failure_again(sighting)
+                outcomes.append("failed-again")
+            else:
+                outcomes.append(await self._fetch_or_fail(event, position, sighting))
+        outcomes += await self._record_hits(hits)
+        return outcomes
+
+    async def _known(self, canonical_url: str) -> str | None:
+        """The media id (or FAILED) the URL was handled as: the worker's table, then the index."""
+        known = self.handled.get(canonical_url)
         if known is None:
-            record = await self._service("url_dedup", self.index.find_by_canonical_url, canonical)
+            record = await self._service("url_dedup", self.index.find_by_canonical_url, canonical_url)
             known = record.media_id if record is not None else None
-        decision = by_url(known)
-        if decision is not None:
-            done = await self._add_sighting(decision, sighting, event)
-            if done:
-                return "url"
+        return known
+
+    async def _record_hits(self, hits: list[_Hit]) -> list[str]:
+        if not hits:
+            return []
+        records = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
+        outcomes = []
+        for hit, record in zip(hits, records, strict=True):
+            if record is None:
+                # The table remembers a record the index no longer has (an index restored from an older
+                # backup): fetch and score again rather than lose the event.
+                log.warning("%s points at %s, which the index does not hold: fetching again",
+                            hit.event.canonical_url, hit.media_id)
+                outcomes.append(await self._fetch_or_fail(hit.event, hit.position, hit.sighting))
+                continue
+            self.metrics.dedup.labels("url").inc()
+            if self.handled.get(hit.event.canonical_url) != record.media_id:  # a table write is a changelog message
+                self.handled[hit.event.canonical_url] = record.media_id
+            await self.publish_result(result_of(record, hit.event, "url"))
+            outcomes.append("url")
+        return outcomes
+
+    async def _fetch_or_fail(self, event: UrlDiscovered, position: Position | None, sighting: Sighting) -> str:
         try:
             return await self._fetch_and_record(event, position, sighting)
         except Permanent as failure:
@@ -131,6 +192,7 @@ class StreamPipeline:
             return "failed"
 
     async def _add_sighting(self, decision: Decision, sighting: Any, event: UrlDiscovered) -> bool:
+        """The exact-duplicate path's sighting (URL hits go through :meth:`_record_hits`)."""
         assert decision.target is not None
         try:
             record = await self._service("record", self.index.add_sighting, decision.target, sighting)

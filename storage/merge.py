@@ -8,6 +8,7 @@ newer record leaves empty keeps its older value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from deepwatch.contracts import (
@@ -115,11 +116,28 @@ def add_sighting(record: MediaRecord, sighting: Sighting) -> MediaRecord:
 
     Idempotent per event when the sighting carries its position (``Sighting.applied``): a
     redelivered event returns ``record`` unchanged."""
-    known = next((s for s in record.sightings if s.canonical_url == sighting.canonical_url), None)
-    if known is not None and already_applied(known, sighting):
+    return add_sightings(record, [sighting])
+
+
+def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRecord:
+    """:func:`add_sighting` for each of ``sightings`` in order; ``record`` itself when every one was
+    a redelivery.
+
+    Built with ``model_copy``, not validated again: the only rules these fields take part in (one
+    sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and this is the
+    stream's hottest path (every repost of a known URL)."""
+    by_url = {s.canonical_url: s for s in record.sightings}
+    first, last = record.first_seen, record.last_seen
+    changed = False
+    for sighting in sightings:
+        known = by_url.get(sighting.canonical_url)
+        if known is not None and already_applied(known, sighting):
+            continue
+        by_url[sighting.canonical_url] = (
+            sighting if known is None else merge_sighting(known, sighting, add_counts=True)
+        )
+        first, last = min(first, sighting.first_seen), max(last, sighting.last_seen)
+        changed = True
+    if not changed:
         return record
-    data = record.model_dump()
-    data["sightings"] = [s.model_dump() for s in merge_sightings(record.sightings, [sighting], add_counts=True)]
-    data["first_seen"] = min(record.first_seen, sighting.first_seen)
-    data["last_seen"] = max(record.last_seen, sighting.last_seen)
-    return MediaRecord.model_validate(data)
+    return record.model_copy(update={"sightings": list(by_url.values()), "first_seen": first, "last_seen": last})

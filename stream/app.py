@@ -199,9 +199,10 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
             log.exception("a batch of %d events failed; handling them one at a time", len(valid))
             outcomes = [await handle_one(d, p, e) for d, p, e in valid]
-        for (discovered, position, _), outcome in zip(valid, outcomes, strict=True):
-            log.info("%s[%d]@%d %s: %s", position.topic, position.partition, position.offset,
-                     discovered.canonical_url, outcome)
+        if valid and log.isEnabledFor(logging.INFO):
+            # One record per batch, a line per event: formatting each alone cost a tenth of the hit path.
+            log.info("\n".join(f"{p.topic}[{p.partition}]@{p.offset} {d.canonical_url}: {outcome}"
+                               for (d, p, _), outcome in zip(valid, outcomes, strict=True)))
         last = {event.message.tp: event.message.offset for event in events}
         for tp, offset in last.items():
             try:

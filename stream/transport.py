@@ -12,11 +12,13 @@ their committed offsets while the flow is still held, and only then lets the str
 4. the batch fetched again from the committed offset is dropped as already read.
 
 The first records of each partition were never processed, and Faust's gap handling (meant for
-compacted topics) then committed past them. Three changes, all in the consumer:
+compacted topics) then committed past them. Four changes, all in the consumer:
 
 * a batch is handed out only while no seek has happened since it was fetched; when one has, the rest
   of it is left and the partitions are sought to their committed offsets again, so the fetch after
   the seek is the one the streams get;
+* a seek to the committed offsets forgets the acknowledgements above them (the skipped records were
+  acknowledged), so no commit passes a record before it is read again and handled;
 * after every batch, a partition whose fetched records were not all handed out (it left the active set
   while the batch was handed out) is sought back to the first one that was not, so it is fetched
   again (unless a rebalance is under way: Faust seeks every assigned partition when it ends);
@@ -33,6 +35,7 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+from faust.types.tuples import ack_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,12 @@ class Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         self._seeks += 1
         await super().perform_seek()
+        # Every record from the committed offsets on is read again, so acknowledgements above them
+        # (records the streams skipped while the flow was held) must not let a commit pass them before
+        # they are handled. Faust resumes the flow right after this, with no await in between.
+        with ack_lock:
+            self._acked.clear()
+            self._acked_index.clear()
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Mapping[TP, list[Any]]:
         records = await super()._getmany(active_partitions, timeout)

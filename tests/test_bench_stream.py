@@ -10,7 +10,6 @@ from bench.stream import run
 
 
 @pytest.mark.slow
-@pytest.mark.known_bug  # a worker started on a backlog sometimes skips a fetch batch (issue 6 note: the Faust start-up bug)
 def test_quick_bench_document() -> None:
     document = run(quick=True)
 

@@ -37,7 +37,6 @@ def kafka_bootstrap(own_kafka: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.known_bug  # fails in about 1 run of 3: a restarted worker stops taking events (issue 6 note)
 def test_kill_9_twice(kafka_bootstrap: str, site: Site, tmp_path: Path, models_dir: Path) -> None:
     items = {"/a.jpg": jpeg(face_scene(face_image(models_dir, "real/real00240.jpg"))),
              "/b.jpg": jpeg(face_scene(face_image(models_dir, "df/df00204.jpg"), at=(120, 60))),

@@ -40,7 +40,6 @@ def ready_count(proc: ManagedProcess) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.known_bug  # a freshly started worker sometimes takes no events (issue 6 note: the Faust start-up bug)
 def test_two_workers_take_over(kafka_bootstrap: str, site: Site, tmp_path: Path, models_dir: Path) -> None:
     shared = tmp_path / "shared"
     paths = [f"/p{i}.jpg" for i in range(12)]

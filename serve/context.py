@@ -9,6 +9,8 @@ pickled by reference and so see the replica's own copy of the variable.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
 # How long a submit waits for Kafka: an API caller would rather get 503 than hang.
 PUBLISH_TIMEOUT_S = 5.0
+# Media whose face crops are kept: decoding a video again costs seconds, and a media page asks for
+# each of its faces in turn.
+FACE_CROPS_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class ApiContext:
         self._index: SearchIndex | None = None
         self._store: ObjectStore | None = None
         self._publisher: UrlPublisher | None = None
+        self._crops: OrderedDict[Hashable, list[bytes | None]] = OrderedDict()
+        self._crops_lock = threading.Lock()  # one decoding at a time: the page's parallel requests share it
         self.checks: dict[str, Check] = health_checks(settings, self.index, self.store)
 
     def index(self) -> SearchIndex:
@@ -63,6 +70,17 @@ class ApiContext:
 
                 self._store = open_object_store(self.settings)
             return self._store
+
+    def face_crops(self, key: Hashable, compute: Callable[[], list[bytes | None]]) -> list[bytes | None]:
+        """The face crops under ``key`` (a record's id and faces), computed on the first request."""
+        with self._crops_lock:
+            crops = self._crops.get(key)
+            if crops is None:
+                crops = self._crops[key] = compute()
+                while len(self._crops) > FACE_CROPS_KEPT:
+                    self._crops.popitem(last=False)
+            self._crops.move_to_end(key)
+            return crops
 
     def publisher(self) -> UrlPublisher:
         """Raises :class:`deepwatch.publisher.PublishError` when Kafka is unset or unreachable; the next call

@@ -8,19 +8,23 @@ query); an error names the query parameter a client sent, as FastAPI's own valid
 
 from __future__ import annotations
 
+import pathlib
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
-from deepwatch.contracts import ContractError, MediaRecord, Part, Review, UrlFailure, parse
+from deepwatch.contracts import MAX_FACE_SCORES, ContractError, MediaRecord, Part, Review, UrlFailure, parse
 from deepwatch.media.errors import MediaError
 from deepwatch.media.urls import canonical_url
 from serve.auth import require_scope
 from serve.context import ApiContext, ApiKey, context
+from serve.face_crops import face_crops
+from serve.sources import object_to_file
 from storage.errors import NotFound, NotSupported, StorageError
 from storage.index import DEFAULT_RADIUS, SearchIndexError, UnknownMedia
 from storage.keys import failure_key
@@ -217,6 +221,39 @@ def media_content(media_id: MediaId, ctx: Ctx) -> StreamingResponse:
 def media_thumbnail(media_id: MediaId, ctx: Ctx) -> StreamingResponse:
     """The stored JPEG thumbnail."""
     return stream_object(ctx, media_id, get_record(ctx, media_id).objects.thumbnail, "thumbnail")
+
+
+@router.get("/media/{media_id}/faces/{n}", dependencies=read, name="media_face",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def media_face(media_id: MediaId, n: Annotated[int, Path(ge=0, le=MAX_FACE_SCORES - 1)], ctx: Ctx) -> Response:
+    """Face ``n`` of the record's `face_scores`, cut out of the frame it was scored in (a JPEG). Needs the
+    media stored: flagged fakes always are, other media only with `store_keep_media`."""
+    record = get_record(ctx, media_id)
+    if n >= len(record.face_scores):
+        raise HTTPException(404, f"media {media_id} has {len(record.face_scores)} scored faces; there is no face {n}")
+    key = record.objects.media
+    if key is None:
+        raise HTTPException(404, f"the media of {media_id} is not kept (only flagged fakes are, unless "
+                                 "store_keep_media), so its faces cannot be cut out")
+    faces = record.face_scores
+    settings = ctx.settings
+
+    def compute() -> list[bytes | None]:
+        with tempfile.TemporaryDirectory(prefix="dw-crops-") as workdir:
+            path = object_to_file(key, settings, pathlib.Path(workdir), ctx.store())
+            return face_crops(path, faces, settings, pathlib.Path(workdir) / "decoded")
+
+    try:
+        crops = ctx.face_crops((media_id, tuple((f.frame, tuple(f.box)) for f in faces)), compute)
+    except MediaError as exc:
+        if exc.retryable:
+            raise HTTPException(503, f"cannot read the media of {media_id} now: {exc}",
+                                headers={"Retry-After": "5"}) from exc
+        raise HTTPException(404, f"the media of {media_id} cannot be decoded again: {exc}") from exc
+    crop_jpeg = crops[n]
+    if crop_jpeg is None:
+        raise HTTPException(404, f"face {n} of {media_id} lies outside its frame")
+    return Response(crop_jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
 
 @router.get("/search", dependencies=read, response_model=SearchPage)

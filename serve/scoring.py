@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,8 +82,11 @@ def sampling_interval(duration: float | None, frames: int) -> float:
     return duration / frames
 
 
-def decode_media(path: Path, settings: Settings, workdir: Path) -> tuple[Literal["image", "video"], list[Frame]]:
-    """The frames detectors see: an image's pixels, or ``score_frames_per_video`` evenly spaced video frames.
+def decode_media(
+    path: Path, settings: Settings, workdir: Path, only: Collection[int] | None = None
+) -> tuple[Literal["image", "video"], list[Frame]]:
+    """The frames detectors see: an image's pixels, or ``score_frames_per_video`` evenly spaced video frames
+    (with ``only``, just the frames at those positions among them, for cutting out faces scored before).
 
     The file is first checked by :func:`deepwatch.media.normalize.normalize` (decoding in a killable child
     process, under the time and pixel limits), so only bytes that decoded there are decoded here. Raises
@@ -107,9 +110,10 @@ def decode_media(path: Path, settings: Settings, workdir: Path) -> tuple[Literal
         max_pixels=settings.media_max_pixels,
     )
     frames: list[Frame] = []
-    for sample in samples:
-        frames.append(Frame(len(frames), sample.t, sample.rgb(MAX_FRAME_SIDE)))
-        if len(frames) == wanted:
+    for index, sample in enumerate(samples):
+        if only is None or index in only:
+            frames.append(Frame(index, sample.t, sample.rgb(MAX_FRAME_SIDE)))
+        if index + 1 == wanted:
             break
     return "video", frames
 

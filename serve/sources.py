@@ -79,10 +79,12 @@ def materialize(source: MediaSource, settings: Settings, workdir: Path, store: O
         policy = AddressPolicy.from_networks(settings.fetch_allow_networks)
         return fetch(source.url, workdir, FetchLimits.from_settings(settings), policy).path
     assert source.object_key is not None
-    return _from_store(check_media_key(source.object_key), settings, workdir, store)
+    return object_to_file(check_media_key(source.object_key), settings, workdir, store)
 
 
-def _from_store(key: str, settings: Settings, workdir: Path, store: ObjectStore | None) -> Path:
+def object_to_file(key: str, settings: Settings, workdir: Path, store: ObjectStore | None = None) -> Path:
+    """The object at ``key`` copied into a file under ``workdir`` (no larger than a fetch may be); the
+    typed media errors (NotFound, TooLarge, Unsupported, Transient) for what goes wrong."""
     from storage.errors import InvalidKey, StorageError
     from storage.errors import NotFound as MissingObject
     from storage.objects import open_object_store

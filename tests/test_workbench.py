@@ -324,6 +324,10 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     expect(listed.first).to_contain_text(f"mesoinception {worst.scores['mesoinception']:.3f}")
     shown = [float(v) for v in listed.evaluate_all("items => items.map(li => li.dataset.score)")]
     assert shown == sorted((f.score for f in faces), reverse=True)  # type: ignore[misc]
+    # each face of the clip, cut out by the API from the stored media (GET /v1/media/{id}/faces/{n})
+    expect(page.locator("#face-scores img.face")).to_have_count(len(faces))
+    page.wait_for_function("() => [...document.querySelectorAll('#face-scores img.face')]"
+                           ".every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)")
     similar = page.locator("#similar li")
     expect(similar).to_have_count(1)
     expect(similar).to_contain_text("reupload of the senator")

@@ -65,10 +65,11 @@ function detectorTable(record) {
 
 // A record scored since per-face scores are kept has one entry per scored face (time, box, each
 // detector's P(fake) and their ensemble); older records keep only where faces were found, drawn instead.
-function timeline(record, view) {
-  const faces = (record.face_scores || []).filter((f) => Number.isFinite(f.t));
+function timeline(record, view, videoFaces) {
+  const faces = (record.face_scores || []).map((f, index) => ({ ...f, index })).filter((f) => Number.isFinite(f.t));
   if (faces.length) {
-    return [scoreChart(faces, record.media?.duration), h("h3", {}, "Faces, most suspicious first"), faceList(faces, view)];
+    return [scoreChart(faces, record.media?.duration), h("h3", {}, "Faces, most suspicious first"),
+      faceList(faces, view, videoFaces ? (f) => faceImage(record.media_id, f.index) : null)];
   }
   const fp = record.fingerprints || {};
   const frames = fp.frame_times || [];
@@ -134,11 +135,11 @@ function band(score) {
 
 const LISTED_FACES = 48;
 
-function faceList(faces, view) {
+function faceList(faces, view, picture) {
   const ranked = faces.slice().sort((a, b) => (b.score ?? -1) - (a.score ?? -1) || a.t - b.t);
   const items = ranked.slice(0, LISTED_FACES).map((f) => {
     const [bx, by, bw, bh] = f.box;
-    const crop = view ? cropCanvas(view, f.box) : null;
+    const crop = view ? cropCanvas(view, f.box) : picture ? picture(f) : null;
     return h("li", { class: "face-score", "data-score": f.score ?? "" },
       crop,
       h("div", {}, h("strong", { class: "face-p" }, fmtScore(f.score)), ` at ${f.t.toFixed(2)} s`),
@@ -150,7 +151,7 @@ function faceList(faces, view) {
 }
 
 // An image's face drawn from the stored picture (boxes are in its upright pixels, as the browser shows
-// it); a video would need a seek per face, so its faces are listed without pictures.
+// it). A video's face is cut out by the API from the frame it was scored in (faceImage).
 function cropCanvas(img, box) {
   const canvas = h("canvas", { width: 64, height: 64, class: "face" });
   const draw = () => {
@@ -163,6 +164,14 @@ function cropCanvas(img, box) {
   if (img.complete && img.naturalWidth) draw();
   else img.addEventListener("load", draw, { once: true });
   return canvas;
+}
+
+function faceImage(id, index) {
+  const img = h("img", { class: "face", alt: `face ${index + 1}`, width: 64, height: 64, "data-face": String(index) });
+  mediaUrl(`/v1/media/${id}/faces/${index}`)
+    .then((url) => { if (url) img.src = url; else img.remove(); })
+    .catch(() => img.remove());
+  return img;
 }
 
 function faceCanvas(hex, time) {
@@ -274,7 +283,8 @@ export async function renderMedia(view, id, say) {
     h("h1", { id: "media-title" }, titleOf(record)),
     top,
     section("Detectors", "detectors", detectorTable(record)),
-    section("Score timeline", "timeline", ...timeline(record, imageView(record, links, top))),
+    section("Score timeline", "timeline",
+      ...timeline(record, imageView(record, links, top), record.kind === "video" && Boolean(links.media))),
     section("Sightings", "sightings-panel", sightings(record)),
     section("Near-duplicates and variants", "similar-panel", await similar(id)),
     section("Review", "review", reviewForm(id, () => refresh().catch((e) => say(e.message, true)), say), h("h3", {}, "History"), history));

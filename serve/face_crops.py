@@ -1,0 +1,52 @@
+"""Each scored face of a record, cut out of the frame it was scored in, for the workbench's media page.
+
+A record keeps where each face was (``FaceScore``: its sampled frame and box), not its pixels. The stored
+media is decoded again the way scoring decoded it (:func:`serve.scoring.decode_media`: the same normalizing,
+the same evenly spaced frames at the same size), so a box lands on the pixels it was drawn on; only the
+frames that hold a face are rendered. That works while the media is stored: flagged fakes always are, other
+media only with ``store_keep_media``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from deepwatch.contracts import FaceScore
+from deepwatch.settings import Settings
+
+CROP_SIDE = 128  # pixels of the square JPEG served per face
+
+
+def crop(rgb: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    """The part of ``rgb`` (H, W, 3) under ``box`` (x, y, w, h), clipped to the frame; empty if outside it."""
+    x, y, w, h = box
+    height, width = rgb.shape[:2]
+    return rgb[max(y, 0) : min(y + h, height), max(x, 0) : min(x + w, width)]
+
+
+def to_jpeg(pixels: np.ndarray, side: int = CROP_SIDE) -> bytes:
+    image = Image.fromarray(pixels)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def face_crops(media: Path, faces: Sequence[FaceScore], settings: Settings, workdir: Path) -> list[bytes | None]:
+    """A JPEG per face of ``faces`` (None where its frame or box is no longer there), decoding ``media`` once.
+    Raises the typed media errors of decoding."""
+    from serve.scoring import decode_media
+
+    _, frames = decode_media(media, settings, workdir, only={f.frame for f in faces})
+    pixels = {frame.index: frame.rgb for frame in frames}
+    out: list[bytes | None] = []
+    for face in faces:
+        rgb = pixels.get(face.frame)
+        part = None if rgb is None else crop(rgb, face.box)
+        out.append(None if part is None or part.size == 0 else to_jpeg(part))
+    return out

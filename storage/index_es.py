@@ -782,9 +782,7 @@ class ElasticsearchIndex:
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
         # One read-merge-write per record (with its conflict retries), all its sightings at once.
-        grouped: dict[str, list[Sighting]] = {}
-        for media_id, sighting in items:
-            grouped.setdefault(media_id, []).append(sighting)
+        grouped = merge.by_record(items)
         after: dict[str, MediaRecord] = {}
         for media_id, sightings in grouped.items():
             def change(old: MediaRecord | None, sightings: list[Sighting] = sightings) -> MediaRecord:

@@ -550,9 +550,7 @@ class SqliteIndex:
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
         if not items:
             return []
-        grouped: dict[str, list[Sighting]] = {}
-        for media_id, sighting in items:
-            grouped.setdefault(media_id, []).append(sighting)
+        grouped = merge.by_record(items)
         with self._write() as conn:
             stored = self._load_many(conn, grouped)
             after: dict[str, MediaRecord] = {}

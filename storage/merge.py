@@ -119,6 +119,15 @@ def add_sighting(record: MediaRecord, sighting: Sighting) -> MediaRecord:
     return add_sightings(record, [sighting])
 
 
+def by_record(items: Iterable[tuple[str, Sighting]]) -> dict[str, list[Sighting]]:
+    """``(media_id, sighting)`` pairs grouped per record, each group in the order given (for
+    :func:`add_sightings`: every backend writes a record once per batch)."""
+    grouped: dict[str, list[Sighting]] = {}
+    for media_id, sighting in items:
+        grouped.setdefault(media_id, []).append(sighting)
+    return grouped
+
+
 def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRecord:
     """:func:`add_sighting` for each of ``sightings`` in order; ``record`` itself when every one was
     a redelivery.

@@ -165,24 +165,32 @@ class StreamPipeline:
         return known
 
     async def _record_hits(self, hits: list[_Hit]) -> list[str]:
+        outcomes = []
+        for hit, done in zip(hits, await self._record_sightings(hits, "url"), strict=True):
+            outcomes.append("url" if done else await self._fetch_or_fail(hit.event, hit.position, hit.sighting))
+        return outcomes
+
+    async def _record_sightings(self, hits: list[_Hit], dedup: str) -> list[bool]:
+        """Add each hit's sighting to its record (one index call), remember its URL and publish its result;
+        False for a hit whose record the index no longer holds."""
         if not hits:
             return []
         records = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
-        outcomes = []
+        done = []
         for hit, record in zip(hits, records, strict=True):
             if record is None:
-                # The table remembers a record the index no longer has (an index restored from an older
-                # backup): fetch and score again rather than lose the event.
+                # The table (or the content search) names a record the index no longer has (an index
+                # restored from an older backup): fetch and score again rather than lose the event.
                 log.warning("%s points at %s, which the index does not hold: fetching again",
                             hit.event.canonical_url, hit.media_id)
-                outcomes.append(await self._fetch_or_fail(hit.event, hit.position, hit.sighting))
+                done.append(False)
                 continue
-            self.metrics.dedup.labels("url").inc()
+            self.metrics.dedup.labels(dedup).inc()
             if self.handled.get(hit.event.canonical_url) != record.media_id:  # a table write is a changelog message
                 self.handled[hit.event.canonical_url] = record.media_id
-            await self.publish_result(result_of(record, hit.event, "url"))
-            outcomes.append("url")
-        return outcomes
+            await self.publish_result(result_of(record, hit.event, dedup))
+            done.append(True)
+        return done
 
     async def _fetch_or_fail(self, event: UrlDiscovered, position: Position | None, sighting: Sighting) -> str:
         try:
@@ -190,23 +198,6 @@ class StreamPipeline:
         except Permanent as failure:
             await self._fail(event, position, sighting, failure)
             return "failed"
-
-    async def _add_sighting(self, decision: Decision, sighting: Any, event: UrlDiscovered) -> bool:
-        """The exact-duplicate path's sighting (URL hits go through :meth:`_record_hits`)."""
-        assert decision.target is not None
-        try:
-            record = await self._service("record", self.index.add_sighting, decision.target, sighting)
-        except UnknownMedia:
-            # The table remembers a record the index no longer has (an index restored from an older
-            # backup): fetch and score again rather than lose the event.
-            log.warning("%s points at %s, which the index does not hold: fetching again", event.canonical_url,
-                        decision.target)
-            return False
-        self.metrics.dedup.labels(decision.dedup).inc()
-        if self.handled.get(event.canonical_url) != record.media_id:  # a table write is a changelog message
-            self.handled[event.canonical_url] = record.media_id
-        await self.publish_result(result_of(record, event, decision.dedup))
-        return True
 
     async def _fetch_and_record(self, event: UrlDiscovered, position: Position | None, sighting: Any) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -221,9 +212,10 @@ class StreamPipeline:
 
             self.metrics.events.labels("content_dedup").inc()
             existing = await self._service("content_dedup", self.index.get, fetched.sha256)
-            exact = Decision("add_sighting", "exact", target=existing.media_id) if existing is not None else None
-            if exact is not None and await self._add_sighting(exact, sighting, event):
-                return "exact"
+            if existing is not None:
+                (done,) = await self._record_sightings([_Hit(event, position, sighting, existing.media_id)], "exact")
+                if done:
+                    return "exact"
 
             from deepwatch.media.fingerprint import fingerprint_file
             from deepwatch.media.normalize import normalize

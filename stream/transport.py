@@ -67,8 +67,7 @@ def first_undelivered(fetched: Mapping[TP, list[Any]], delivered: Mapping[TP, in
 class Consumer(faust_aiokafka.Consumer):
     _fetched: Mapping[TP, list[Any]] | None = None
     _seeks = 0  # seeks to the committed offsets so far (Faust's recovery does one per rebalance)
-
-    _seeking = 0  # seeks to the committed offsets under way
+    _seeking = 0  # of them, those under way
 
     async def perform_seek(self) -> None:
         self._seeks += 1

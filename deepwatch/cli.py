@@ -622,7 +622,7 @@ def bench(
 ) -> None:
     """Run a benchmark (see ../shared/BENCHMARKS.md for the output)."""
     runners = {"index": "bench.index", "fingerprint": "bench.fingerprint", "ingest": "bench.ingest",
-               "serve": "bench.serve", "stream": "bench.stream"}
+               "serve": "bench.serve", "serve-gpu": "bench.serve_gpu", "stream": "bench.stream"}
     if name not in runners:
         fail(f"unknown benchmark {name!r}: one of {', '.join(sorted(runners))}", 2, as_json)
     import importlib

@@ -212,11 +212,13 @@ def load_state(h5: Path, sha256: str, net: MesoNetBase, cache_dir: Path | None) 
 # --- the four detectors ------------------------------------------------------------------------------------
 
 
-def to_tensor(batch: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC RGB -> float NCHW in [0, 1], the scaling the networks were trained with (rescale 1/255)."""
+def to_tensor(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC RGB -> float NCHW in [0, 1] on ``device``, the scaling the networks were trained with
+    (rescale 1/255). The bytes travel as uint8 and become floats there: a quarter of the copy to a GPU, and
+    the conversion runs on the device instead of the host's CPU."""
     if not batch.flags.writeable:  # Pillow's arrays are read-only, and torch warns about sharing those
         batch = batch.copy()
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class MesoNetDetector(Detector):
@@ -236,6 +238,12 @@ class MesoNetDetector(Detector):
     def to_device(self, device: str) -> None:
         """Run on ``device`` (e.g. "cuda" in a Serve replica given a GPU)."""
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # PyTorch lets cuDNN convolve in TF32 by default; on an H200 that moved P(fake) by up to 1.5e-3
+            # from the CPU's (bench/results/serve-gpu-*.json), past the port's 1e-4 promise, for no steady
+            # gain (MesoInception ran no faster). The replica's process is the detector's own.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if self.net is not None:
             self.net.to(self.device)
 
@@ -256,7 +264,7 @@ class MesoNetDetector(Detector):
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
         with torch.inference_mode():
-            x = to_tensor(batch).to(self.device)
+            x = to_tensor(batch, self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.net(x).cpu().numpy()

@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport, with a consumer that does not skip the records it fetched around a seek.
+"""Faust's aiokafka transport, with a consumer that hands each partition's records to the streams in
+order and without holes.
 
 faust-streaming 0.15 lost records when a worker started on a backlog (about one fetch batch per
 partition, in 1 start out of 4 here). Its recovery resumes the stream partitions, then seeks them to
@@ -8,33 +9,37 @@ their committed offsets while the flow is still held, and only then lets the str
 2. the streams skip (and acknowledge) what arrives while the flow is held, trusting the seek to read it
    again;
 3. the seek resets the drain loop's read offset to the committed one, but the drain goes on handing
-   out the rest of the old batch, so the read offset ends past everything that batch held;
-4. the batch fetched again from the committed offset is dropped as already read.
+   out the rest of the old batch (or finishes handing out one record and only then stores its offset),
+   so the read offset ends past records that were never handled;
+4. the records fetched again from the committed offset are dropped as already read.
 
-The first records of each partition were never processed, and Faust's gap handling (meant for
-compacted topics) then committed past them. Four changes, all in the consumer:
+Faust's gap handling (meant for compacted topics) then committed past them. The same drop happens to a
+partition paused for backpressure in the middle of a batch: the rest of its records are left out of the
+batch, and the next fetch starts after them.
 
-* a batch's records of the streams' topics are handed out only while no seek has happened since it
-  was fetched; when one has, the rest of them is left and each such partition is sought back to the
-  earlier of the batch's start and its committed offset, so what the streams skipped is read again
-  (table changelog records are always handed out: recovery counts every offset of them);
+This consumer keeps, per partition, the offset it must hand out next (``_next``): a seek sets it to the
+seek's target, handing out a record sets it to the record's offset + 1, unless a seek came while the
+record was being handed out. Against it (our topics are never compacted, and nothing writes
+transactions to them):
+
+* a record below it was read already and is dropped;
+* a record above it means a hole: the record is not handed out, nor the partition's later ones in the
+  batch, and the partition is sought back to the expected offset, so the hole is fetched again. Only
+  when fetches asked for after that seek (and no other) find the same hole twice is it taken as real (a
+  compacted topic, a log start that moved past it) and passed over, with a warning;
+* a batch fetched before a seek stops handing out its records of the sought topics when the seek comes,
+  and the partitions are sought to the expected offset after it; table changelog records are always
+  handed out (recovery counts every offset of them);
 * a seek to the committed offsets forgets the acknowledgements above them (the skipped records were
-  acknowledged), so no commit passes a record before it is read again and handled;
-* after every batch, a partition of the streams' topics whose fetched records were not all handed out
-  (it left the active set while the batch was handed out) is sought back to the first one that was
-  not, so it is fetched again (unless a rebalance is under way: Faust seeks every assigned partition
-  when it ends);
-* a hole in a topic whose messages are acknowledged (ours are never compacted, and nothing writes
-  transactions to them) is never counted as acknowledged: it is logged as an error, and the commits
-  of that partition stop below it, so a restart reads it again rather than lose it.
+  acknowledged), so no commit passes a record before it is read again and handled; a partition with no
+  committed offset, which aiokafka leaves where it is, is sought to its first offset.
 
 Seeks this consumer adds go through the consumer's own thread (Faust's ``seek`` calls aiokafka from the
-event loop's thread while the other may be fetching), after any seek to the committed offsets under way.
+event loop's thread while the other may be fetching), after any seek under way.
 
-Not solved yet: about one start on a backlog in 10 to 20 still loses a record or two next to the
-committed offset (``tests/test_stream_restart.py``, ``known_bug``). Faust's drain loop reads a hole of
-exactly one record right after a seek as no hole (its read offset is the committed offset, not the last
-read one), so that case is not caught by the hole check either.
+``_drain_messages`` replaces Faust's own (``faust.transport.consumer.Consumer._drain_messages``), which
+kept its read offset as "the last offset read" except right after a seek, where it held "the next one",
+and so could not tell a one-record hole after a seek; the rest of its loop is kept as it was.
 """
 
 from __future__ import annotations
@@ -42,40 +47,66 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
+from mode import Service
 
 log = logging.getLogger(__name__)
 
-
-def first_undelivered(fetched: Mapping[TP, list[Any]], delivered: Mapping[TP, int]) -> dict[TP, int]:
-    """For each partition of a fetched batch, the offset of its first record not handed on
-    (partitions handed on in full are left out). Records of a partition are in offset order."""
-    out: dict[TP, int] = {}
-    for tp, records in fetched.items():
-        last = delivered.get(tp)
-        for record in records:
-            if last is None or record.offset > last:
-                out[tp] = record.offset
-                break
-    return out
+HOLE_READS = 2  # fetches from the hole's start that must find it before it is taken as real
 
 
 class Consumer(faust_aiokafka.Consumer):
-    _fetched: Mapping[TP, list[Any]] | None = None
-    _seeks = 0  # seeks to the committed offsets so far (Faust's recovery does one per rebalance)
+    _seeks = 0  # seeks begun so far, of any kind (Faust's recovery does one per rebalance)
     _seeking = 0  # of them, those under way
+    _next_offsets: dict[TP, int] | None = None
+    _rewound: dict[TP, tuple[int, int]] | None = None  # our seeks back: offset, and _seeks just after
+    _hole_reads: dict[tuple[TP, int], int] | None = None
 
-    async def perform_seek(self) -> None:
+    @property
+    def _next(self) -> dict[TP, int]:
+        """Per partition, the offset to hand out next (absent: not known yet, anything goes)."""
+        if self._next_offsets is None:
+            self._next_offsets = {}
+        return self._next_offsets
+
+    def _expect(self, tp: TP, offset: int | None) -> None:
+        if offset is None or offset < 0:
+            self._next.pop(tp, None)  # no committed offset: the position is the reset policy's
+        else:
+            self._next[tp] = offset
+
+    # --- every seek moves the expected offsets --------------------------------------------------------
+
+    async def _seek_under_way(self, seek: Any) -> Any:
         self._seeks += 1
         self._seeking += 1
         try:
-            await super().perform_seek()
+            return await seek
         finally:
             self._seeking -= 1
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        offsets = await self._seek_under_way(super().seek_to_committed())
+        for tp, offset in offsets.items():
+            self._expect(tp, offset if offset else None)
+        # aiokafka does not move a partition without a committed offset (0 included): its position stays
+        # wherever fetching took it, past records the streams may have skipped while the flow was held.
+        # Nothing of such a partition was committed, so with "earliest" it is read from its start again.
+        acked_topic = self.app.topics.acks_enabled_for
+        fresh = [tp for tp, offset in offsets.items() if not offset and acked_topic(tp.topic)]
+        if fresh and self.app.conf.consumer_auto_offset_reset == "earliest":
+            starts = await self._thread.earliest_offsets(*fresh)
+            for tp in fresh:
+                await self._seek_back(tp, starts[tp])
+        return offsets
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()  # seek_to_committed, above
         # Every record from the committed offsets on is read again, so acknowledgements above them
         # (records the streams skipped while the flow was held) must not let a commit pass them before
         # they are handled. Faust resumes the flow right after this, with no await in between.
@@ -83,69 +114,145 @@ class Consumer(faust_aiokafka.Consumer):
             self._acked.clear()
             self._acked_index.clear()
 
-    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Mapping[TP, list[Any]]:
-        records = await super()._getmany(active_partitions, timeout)
-        self._fetched = records
-        return records
+    async def seek(self, partition: TP, offset: int) -> None:
+        await self._seek_under_way(super().seek(partition, offset))
+        self._expect(partition, offset)
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        generation, seeks = self.app.consumer_generation_id, self._seeks
-        acked_topic = self.app.topics.acks_enabled_for
-        self._fetched = None
-        delivered: dict[TP, int] = {}
-        first: dict[TP, int] = {}  # per partition of our topics, the batch's first offset
-        left: set[TP] = set()  # partitions whose records were left because a seek came
-        batch = super().getmany(timeout)
-        try:
-            async for tp, message in batch:
-                # Only the streams' topics: table changelogs are not skipped, and their recovery counts
-                # every offset it reads.
-                if acked_topic(tp.topic):
-                    first.setdefault(tp, message.offset)
-                    if self._seeks != seeks:
-                        left.add(tp)
-                        continue
-                delivered[tp] = message.offset
-                yield tp, message
-        finally:
-            await batch.aclose()
-        fetched, self._fetched = self._fetched, None
-        while left and self._seeking:
-            await asyncio.sleep(0.01)  # the seek under way sets the positions this corrects: let it end first
-        if self.app.consumer_generation_id != generation or not self.flow_active:
-            return  # a rebalance: Faust seeks every assigned partition to its committed offset when it ends
-        assigned = self.assignment()
-        for tp in left & assigned:
-            # The batch may have been fetched before the seek (what it handed out then, the streams
-            # skipped) or after it: either way, read again from the earlier of its start and the
-            # committed offset the seek went to.
-            committed = self._read_offset.get(tp)
-            offset = first[tp] if committed is None else min(first[tp], committed)
-            log.info("%s[%d]: a seek came while a batch was handed out; reading again from offset %d",
-                     tp.topic, tp.partition, offset)
-            await self._seek_in_thread(tp, offset)
-        mine = {tp: records for tp, records in (fetched or {}).items() if acked_topic(tp.topic) and tp not in left}
-        for tp, offset in first_undelivered(mine, delivered).items():
-            if tp in assigned:
-                log.info("%s[%d]: records from offset %d were fetched but not handed out; fetching them again",
-                         tp.topic, tp.partition, offset)
-                await self._seek_in_thread(tp, offset)
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        await self._seek_under_way(super().seek_wait(partitions))
+        for tp, offset in partitions.items():
+            self._expect(tp, offset)
 
-    async def _seek_in_thread(self, tp: TP, offset: int) -> None:
-        """Faust's ``seek`` calls aiokafka from this thread while the consumer's own thread may be fetching;
-        this seeks there, between two of its fetches, then sets the read offset as ``seek`` does."""
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        """Seek in the consumer's own thread, between two of its fetches (Faust's ``seek`` calls aiokafka
+        from this thread while that one may be fetching)."""
         thread = self._thread
 
         async def seek_there() -> None:
             thread.seek(tp, offset)
 
-        await thread.call_thread(seek_there)
+        await self._seek_under_way(thread.call_thread(seek_there))
+        self._expect(tp, offset)
         self._read_offset[tp] = offset if offset else None
+        if self._rewound is None:
+            self._rewound = {}
+        self._rewound[tp] = (offset, self._seeks)
 
-    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        # Faust calls this with the offset being handed out as offset_to; the hole is below it.
-        log.error("%s[%d]: offsets %d..%d were never handed out; not committing past them (a restart reads "
-                  "them again)", tp.topic, tp.partition, offset_from, offset_to - 1)
+    # --- handing out ----------------------------------------------------------------------------------
+
+    def _is_real_hole(self, tp: TP, expected: int, found: int, after_seek_back: bool) -> bool:
+        """Whether records ``expected``..``found - 1`` are really not in the log: true once HOLE_READS
+        fetches, each asked for after our seek back to ``expected`` with no seek since, started past it."""
+        if self._hole_reads is None:
+            self._hole_reads = {}
+        key = (tp, expected)
+        reads = self._hole_reads.get(key, 0) + after_seek_back
+        if reads < HOLE_READS:
+            self._hole_reads[key] = reads
+            log.info("%s[%d]: fetched offset %d while %d is next; fetching from %d again",
+                     tp.topic, tp.partition, found, expected, expected)
+            return False
+        del self._hole_reads[key]
+        log.warning("%s[%d]: offsets %d..%d are not in the log (%d reads from %d); going on from %d",
+                    tp.topic, tp.partition, expected, found - 1, reads, expected, found)
+        return True
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        generation, seeks = self.app.consumer_generation_id, self._seeks
+        acked_topic = self.app.topics.acks_enabled_for
+        expected, read_offset, rewound = self._next, self._read_offset, self._rewound or {}
+        rewind: dict[TP, int] = {}  # partitions whose records were left, and where to read them again
+        batch = super().getmany(timeout)
+        try:
+            async for tp, message in batch:
+                offset = message.offset
+                if not acked_topic(tp.topic):
+                    # table changelogs: Faust's rule (recovery counts every offset it reads, and a
+                    # compacted changelog has holes)
+                    last = read_offset[tp]
+                    if last is None or offset >= last:
+                        yield tp, message
+                    continue
+                if tp in rewind:
+                    continue
+                if self._seeks != seeks:
+                    rewind[tp] = offset  # a seek came: corrected below, once it has ended
+                    continue
+                want = expected.get(tp)
+                if want == offset and self._hole_reads:
+                    self._hole_reads.pop((tp, want), None)  # a hole that was not one
+                if want is not None and offset != want:
+                    if offset < want:
+                        continue  # read already
+                    if not self._is_real_hole(tp, want, offset, rewound.get(tp) == (want, seeks)):
+                        rewind[tp] = want
+                        continue
+                    await super()._add_gap(tp, want, offset)
+                yield tp, message
+        finally:
+            await batch.aclose()
+        if not rewind:
+            return
+        while self._seeking:
+            await asyncio.sleep(0.01)  # the seek under way sets the positions this corrects: let it end first
+        if self.app.consumer_generation_id != generation or not self.flow_active:
+            return  # a rebalance: Faust seeks every assigned partition to its committed offset when it ends
+        assigned = self.assignment()
+        for tp, left_at in rewind.items():
+            if tp in assigned:
+                # after a seek, the offset it set; else the first record not handed out
+                await self._seek_back(tp, expected.get(tp, left_at))
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's loop (``Fetcher`` runs it), keeping ``_next`` instead of checking read offsets."""
+        callback = self.callback
+        acked_topic = self.app.topics.acks_enabled_for
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        expected, read_offset = self._next, self._read_offset
+        commit_every = self._commit_every
+        num_since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                # Sleeping because sometimes getmany is called in a loop never releasing to the event loop
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in records:
+                        num_since_yield += 1
+                        if num_since_yield > 100:
+                            await asyncio.sleep(0)
+                            num_since_yield = 0
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        seeks = self._seeks
+                        handing = callback(message)
+                        handed = await self.wait_first(handing, self.suspend_flow.wait())
+                        # A record whose handing out was cut short (the flow stopped) is read again; one
+                        # handed out while a seek ran leaves the offset the seek set.
+                        done = handing in handed.done and self._seeks == seeks
+                        if done:
+                            expected[tp] = message.offset + 1
+                        if done or not acked_topic(tp.topic):  # changelogs: as Faust did
+                            read_offset[tp] = message.offset
+                    self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
 
 
 class Transport(faust_aiokafka.Transport):

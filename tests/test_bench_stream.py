@@ -10,7 +10,6 @@ from bench.stream import run
 
 
 @pytest.mark.slow
-@pytest.mark.known_bug  # its two worker starts on backlogs meet the start-up loss of test_stream_restart (issue 6)
 def test_quick_bench_document() -> None:
     document = run(quick=True)
 

@@ -1,0 +1,131 @@
+"""The stream consumer's hand-out rules (``stream.transport``), on batches given to it directly.
+
+Faust's aiokafka consumer is replaced below it by a stand-in that returns the batches a test names and
+records the seeks made; everything above it (which records are handed out, where a partition is sought
+back to, when a hole is passed over) is the real code. The worker-level proofs that no record is lost
+are tests/test_stream_restart.py, test_stream_chaos.py and test_stream_rebalance.py, on a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from stream.transport import HOLE_READS, Consumer
+
+URLS, CHANGELOG = "deepwatch.urls", "deepwatch-handled-changelog"
+
+
+class Harness:
+    """A ``stream.transport.Consumer`` over scripted batches, without Kafka or a Faust app."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[list[tuple[TP, int]]] = []
+        self.seeks: list[tuple[TP, int]] = []
+        self.during_batch: dict[int, Any] = {}  # index in the batch -> called before that record
+        harness = self
+
+        async def scripted_getmany(consumer: Consumer, timeout: float):  # type: ignore[no-untyped-def]
+            for i, (tp, offset) in enumerate(harness.batches.pop(0)):
+                if i in harness.during_batch:
+                    await harness.during_batch.pop(i)()
+                yield tp, SimpleNamespace(offset=offset, topic=tp.topic)
+
+        async def committed_seek(consumer: Consumer) -> dict[TP, int]:
+            return dict(harness.committed)
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", scripted_getmany)
+        monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed_seek)
+        self.committed: dict[TP, int] = {}
+        consumer = Consumer.__new__(Consumer)
+        consumer.app = SimpleNamespace(consumer_generation_id=1,
+                                       conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+                                       topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == URLS))
+        consumer._read_offset = defaultdict(lambda: None)
+        consumer._committed_offset = defaultdict(lambda: None)
+        consumer._gap = defaultdict(IntervalTree)
+        consumer.flow_active = True
+
+        async def call_thread(fn: Any) -> None:
+            await fn()
+
+        async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+            return {tp: 0 for tp in tps}
+
+        consumer._thread = SimpleNamespace(seek=lambda tp, offset: self.seeks.append((tp, offset)),
+                                           call_thread=call_thread, earliest_offsets=earliest_offsets)
+        consumer.assignment = lambda: {TP(URLS, 0), TP(URLS, 1), TP(CHANGELOG, 0)}
+        self.consumer = consumer
+
+    def fetch(self, *records: tuple[TP, int]) -> list[tuple[TP, int]]:
+        """One batch through ``getmany``; what it hands out, each handed as the drain loop does."""
+        self.batches.append(list(records))
+
+        async def drain() -> list[tuple[TP, int]]:
+            out = []
+            async for tp, message in self.consumer.getmany(1.0):
+                out.append((tp, message.offset))
+                self.consumer._next[tp] = message.offset + 1
+            return out
+
+        return asyncio.run(drain())
+
+
+P0, P1, C0 = TP(URLS, 0), TP(URLS, 1), TP(CHANGELOG, 0)
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return Harness(monkeypatch)
+
+
+def test_records_in_order_are_handed_out_and_read_ones_dropped(harness: Harness) -> None:
+    assert harness.fetch((P0, 0), (P0, 1), (P1, 7)) == [(P0, 0), (P0, 1), (P1, 7)]
+    assert harness.fetch((P0, 1), (P0, 2)) == [(P0, 2)]  # 1 was read already
+    assert harness.seeks == []
+
+
+def test_a_hole_is_not_handed_out_and_is_fetched_again(harness: Harness) -> None:
+    harness.fetch((P0, 0), (P0, 1))
+    # 2..4 went missing between two fetches: nothing of P0 from 5 on is handed out, P1 goes on
+    assert harness.fetch((P0, 5), (P1, 3), (P0, 6)) == [(P1, 3)]
+    assert harness.seeks == [(P0, 2)]
+    assert harness.fetch((P0, 2), (P0, 3), (P0, 4), (P0, 5)) == [(P0, 2), (P0, 3), (P0, 4), (P0, 5)]
+
+
+def test_a_hole_found_again_after_seeking_back_is_passed_over(harness: Harness) -> None:
+    harness.fetch((P0, 0))
+    for _ in range(HOLE_READS):
+        assert harness.fetch((P0, 4)) == []  # the first read, then reads after our seek back to 1
+    assert harness.seeks == [(P0, 1)] * HOLE_READS
+    assert harness.fetch((P0, 4), (P0, 5)) == [(P0, 4), (P0, 5)]  # really not in the log: going on
+    assert harness.consumer._gap[P0]  # Faust's own gap record, so commits may pass it
+
+
+def test_a_seek_while_a_batch_is_handed_out_leaves_the_rest_and_reads_from_its_target(harness: Harness) -> None:
+    harness.fetch((P0, 0), (P1, 0))
+    harness.committed = {P0: 1, P1: None}  # nothing of P1 committed yet
+
+    async def recovery_seek() -> None:
+        await harness.consumer.seek_to_committed()
+
+    harness.during_batch[2] = recovery_seek  # Faust's recovery seeks while the batch is handed out
+    handed = harness.fetch((P0, 1), (P1, 1), (P0, 2), (P1, 2), (C0, 9))
+    assert handed == [(P0, 1), (P1, 1), (C0, 9)]  # changelog records always go
+    # back to the committed offset, and P1 (which aiokafka leaves where it is) to its first offset
+    assert set(harness.seeks) == {(P0, 1), (P1, 0)}
+    assert harness.consumer._next[P0] == 1 and harness.consumer._next[P1] == 0
+
+
+def test_changelog_records_follow_fausts_read_offset_rule(harness: Harness) -> None:
+    harness.consumer._read_offset[C0] = 5
+    # changelogs may have holes (compaction): no seek back; below the read offset is dropped
+    assert harness.fetch((C0, 3), (C0, 5), (C0, 9)) == [(C0, 5), (C0, 9)]
+    assert harness.seeks == []

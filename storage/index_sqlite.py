@@ -42,6 +42,7 @@ import pydantic_core
 from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
 from storage import search_memory as mirror
+from storage.decoded import DecodedRecords
 from storage.hamming_memory import DEFAULT_MAX_KEYS, HashMemoryIndex, words_of
 from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
 from storage.query import (
@@ -336,6 +337,7 @@ class SqliteIndex:
         self._change_upto = 0
         self._lock = threading.Lock()
         self._memory: dict[str, HashMemoryIndex] = {}
+        self._decoded = DecodedRecords()  # under self._lock, as every read and write
         self._memory_upto: dict[str, int] = {}
         self._max_keys = max_keys
         if self.path != ":memory:":
@@ -409,22 +411,20 @@ class SqliteIndex:
                 self._conn.execute("COMMIT")
 
     # --- rows -------------------------------------------------------------------------------
-    @staticmethod
-    def _load_many(conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
+    def _load_many(self, conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
         wanted = set(media_ids)
         rows = conn.execute(
             """SELECT m.media_id, m.seq, d.doc FROM media m JOIN docs d ON d.seq = m.seq
                WHERE m.mkey IN (SELECT value FROM json_each(?))""",
             (json.dumps([key for mid in wanted if (key := _mkey(mid)) is not None]),),
         ).fetchall()
-        return {mid: (seq, MediaRecord.model_validate_json(doc)) for mid, seq, doc in rows if mid in wanted}
+        decode = self._decoded.decode
+        return {mid: (seq, decode(mid, doc)) for mid, seq, doc in rows if mid in wanted}
 
-    @classmethod
-    def _load(cls, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
-        return cls._load_many(conn, [media_id]).get(media_id)
+    def _load(self, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
+        return self._load_many(conn, [media_id]).get(media_id)
 
-    @staticmethod
-    def _store_many(conn: sqlite3.Connection, writes: list[_Write]) -> None:
+    def _store_many(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
         """Write each record and its side rows, one statement per table for the whole batch.
 
         A rewritten record changes only the side rows that differ from its stored version: those
@@ -444,7 +444,9 @@ class SqliteIndex:
                 seq, next_seq = next_seq, next_seq + 1
             # Fields never set left out (a third of the bytes); reading fills their defaults back in.
             # (exclude_defaults would also drop fields set to their default, for 30 % more time.)
-            docs.append((seq, record.model_dump_json(exclude_unset=True)))
+            doc = record.model_dump_json(exclude_unset=True)
+            docs.append((seq, doc))
+            self._decoded.remember(record.media_id, doc, record)
             platforms, sources = _platforms_sources(record)
             rows.append(
                 (

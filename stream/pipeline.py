@@ -138,8 +138,8 @@ class StreamPipeline:
         fetching on its own, so that a later event of the same URL finds it handled."""
         outcomes: list[str] = []
         hits: list[_Hit] = []
+        self.metrics.events.labels("url_dedup").inc(len(events))
         for event, position in events:
-            self.metrics.events.labels("url_dedup").inc()
             sighting = sighting_at(event, position)
             known = await self._known(event.canonical_url)
             decision = by_url(None if known == FAILED else known)
@@ -176,7 +176,7 @@ class StreamPipeline:
         if not hits:
             return []
         records = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
-        done = []
+        done: list[bool] = []
         for hit, record in zip(hits, records, strict=True):
             if record is None:
                 # The table (or the content search) names a record the index no longer has (an index
@@ -185,11 +185,11 @@ class StreamPipeline:
                             hit.event.canonical_url, hit.media_id)
                 done.append(False)
                 continue
-            self.metrics.dedup.labels(dedup).inc()
             if self.handled.get(hit.event.canonical_url) != record.media_id:  # a table write is a changelog message
                 self.handled[hit.event.canonical_url] = record.media_id
             await self.publish_result(result_of(record, hit.event, dedup))
             done.append(True)
+        self.metrics.dedup.labels(dedup).inc(sum(done))
         return done
 
     async def _fetch_or_fail(self, event: UrlDiscovered, position: Position | None, sighting: Sighting) -> str:

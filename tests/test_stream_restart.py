@@ -24,7 +24,7 @@ from storage.index_sqlite import SqliteIndex
 from tests.stream_support import Outcomes
 
 HANDLED = re.compile(r"deepwatch\.urls\[(\d+)\]@(\d+) ")
-STARTS, EVENTS = 5, 200
+STARTS, EVENTS = 5, 2000  # backlogs of a few fetches per partition: the first fetch is what a seek races
 
 
 @pytest.fixture(scope="module")

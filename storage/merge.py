@@ -24,10 +24,14 @@ from deepwatch.contracts import (
 
 def already_applied(old: Sighting, new: Sighting) -> bool:
     """``new`` carries event positions that ``old``'s watermark covers: a redelivered event."""
-    return bool(new.applied) and all(
-        (mark := old.applied.get(partition)) is not None and mark.covers(position)
-        for partition, position in new.applied.items()
-    )
+    if not new.applied:
+        return False
+    marks = old.applied
+    for partition, position in new.applied.items():  # a loop, not all(...): this runs for every hit
+        mark = marks.get(partition)
+        if mark is None or not mark.covers(position):
+            return False
+    return True
 
 
 def merge_applied(old: Sighting, new: Sighting) -> dict[str, EventPosition]:
@@ -47,6 +51,10 @@ def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sightin
     (:func:`already_applied`) changes nothing."""
     if add_counts and already_applied(old, new):
         return old
+    return _combined(old, new, add_counts=add_counts)
+
+
+def _combined(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
     count = old.count + new.count if add_counts else max(old.count, new.count)
     # The first report of a URL names where it was found; later ones only refresh the hints.
     return old.model_copy(
@@ -143,7 +151,7 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
         if known is not None and already_applied(known, sighting):
             continue
         by_url[sighting.canonical_url] = (
-            sighting if known is None else merge_sighting(known, sighting, add_counts=True)
+            sighting if known is None else _combined(known, sighting, add_counts=True)  # checked just above
         )
         first, last = min(first, sighting.first_seen), max(last, sighting.last_seen)
         changed = True

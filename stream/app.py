@@ -152,14 +152,15 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     metrics = getattr(pipeline, "metrics", None) or StreamMetrics()
 
     unacknowledged: list[Awaitable[Any]] = []  # results of the batch in hand: sent, not yet acknowledged
-    declared: list[bool] = []
+    results_declared = False
 
     async def publish_result(result: ScoredMedia) -> None:
         # Straight to the producer: Faust's Topic.send costs as much again per message (futures, sensors,
         # callbacks), and it does not hold a commit back until the message is written (settle_results does).
-        if not declared:
+        nonlocal results_declared
+        if not results_declared:  # what Topic.send did first (creates the topic where the broker does not)
             await results.maybe_declare()
-            declared.append(True)
+            results_declared = True
         unacknowledged.append(
             await app.producer.send(TOPIC_RESULTS, result.media_id.encode(), result.to_json(), None, None, None)
         )

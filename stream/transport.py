@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -61,6 +61,27 @@ from mode import Service
 log = logging.getLogger(__name__)
 
 HOLE_READS = 2  # fetches from the hole's start that must find it before it is taken as real
+
+
+async def finish_coroutine(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Run ``coroutine`` on from where a first ``send(None)`` left it (``waiting_on`` is what it yielded),
+    as an asyncio Task would have: the result of each future it waits on is sent back into it, an error
+    (this task's cancellation too) is thrown into it."""
+    while True:
+        value: Any = None
+        error: BaseException | None = None
+        if waiting_on is None:
+            await asyncio.sleep(0)  # a bare yield (asyncio.sleep(0)): one turn of the loop
+        else:
+            waiting_on._asyncio_future_blocking = False  # what a Task does before it waits on a future
+            try:
+                value = await waiting_on
+            except BaseException as exc:  # handed to the coroutine, which decides (cancellation too)
+                error = exc
+        try:
+            waiting_on = coroutine.throw(error) if error is not None else coroutine.send(value)
+        except StopIteration as stop:
+            return stop.value
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -235,10 +256,22 @@ class Consumer(faust_aiokafka.Consumer):
                             await self.commit()
                         seeks = self._seeks
                         handing = callback(message)
-                        handed = await self.wait_first(handing, self.suspend_flow.wait())
+                        try:
+                            # Most records go into a stream's buffer without waiting for anything: stepped
+                            # here, that costs nothing, where Faust's wait_first made four futures (a third
+                            # of a URL hit's time in the hand-out).
+                            waiting_on = handing.send(None)
+                        except StopIteration:
+                            handed_out = True
+                        else:
+                            # It waits (the flow is held, a buffer is full): finish it as Faust did, given
+                            # up if the flow stops first.
+                            rest = finish_coroutine(handing, waiting_on)
+                            handed = await self.wait_first(rest, self.suspend_flow.wait())
+                            handed_out = rest in handed.done
                         # A record whose handing out was cut short (the flow stopped) is read again; one
                         # handed out while a seek ran leaves the offset the seek set.
-                        done = handing in handed.done and self._seeks == seeks
+                        done = handed_out and self._seeks == seeks
                         if done:
                             expected[tp] = message.offset + 1
                         if done or not acked_topic(tp.topic):  # changelogs: as Faust did

@@ -129,3 +129,39 @@ def test_changelog_records_follow_fausts_read_offset_rule(harness: Harness) -> N
     # changelogs may have holes (compaction): no seek back; below the read offset is dropped
     assert harness.fetch((C0, 3), (C0, 5), (C0, 9)) == [(C0, 5), (C0, 9)]
     assert harness.seeks == []
+
+
+def test_a_stepped_coroutine_is_finished_as_a_task_would() -> None:
+    from stream.transport import finish_coroutine
+
+    log: list[str] = []
+
+    async def deliver(gate: asyncio.Event) -> str:
+        log.append("started")
+        try:
+            await asyncio.sleep(0)
+            await gate.wait()
+            return "delivered"
+        finally:
+            log.append("finally")
+
+    async def scenario() -> tuple[str, bool]:
+        gate = asyncio.Event()
+        first = deliver(gate)
+        rest = asyncio.ensure_future(finish_coroutine(first, first.send(None)))
+        await asyncio.sleep(0.01)
+        assert not rest.done()  # still waiting on the gate
+        gate.set()
+        result = await rest
+
+        # cancelled while it waits: the coroutine sees the cancellation and runs its finally
+        second = deliver(asyncio.Event())
+        pending = asyncio.ensure_future(finish_coroutine(second, second.send(None)))
+        await asyncio.sleep(0.01)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        return result, pending.cancelled()
+
+    assert asyncio.run(scenario()) == ("delivered", True)
+    assert log == ["started", "finally", "started", "finally"]

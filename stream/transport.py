@@ -42,7 +42,9 @@ event loop's thread while the other may be fetching), after any seek under way.
 
 ``_drain_messages`` replaces Faust's own (``faust.transport.consumer.Consumer._drain_messages``), which
 kept its read offset as "the last offset read" except right after a seek, where it held "the next one",
-and so could not tell a one-record hole after a seek; the rest of its loop is kept as it was.
+and so could not tell a one-record hole after a seek. It also hands a record out by stepping Faust's
+callback once in place; only a callback that has to wait goes through ``wait_first`` as before (which
+made four futures for every record: a third of a URL hit's time). The rest of the loop is Faust's.
 """
 
 from __future__ import annotations
@@ -231,7 +233,8 @@ class Consumer(faust_aiokafka.Consumer):
                 await self._seek_back(tp, expected.get(tp, left_at))
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        """Faust's loop (``Fetcher`` runs it), keeping ``_next`` instead of checking read offsets."""
+        """Faust's loop (``Fetcher`` runs it), keeping ``_next`` instead of checking read offsets, and handing
+        a record out in place unless it has to wait."""
         callback = self.callback
         acked_topic = self.app.topics.acks_enabled_for
         consumer_should_stop = cast(Service, self)._stopped.is_set

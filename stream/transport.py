@@ -89,16 +89,12 @@ async def finish_coroutine(coroutine: Coroutine[Any, Any, Any], waiting_on: Any)
 class Consumer(faust_aiokafka.Consumer):
     _seeks = 0  # seeks begun or ended so far, of any kind (Faust's recovery does one per rebalance)
     _seeking = 0  # of them, those under way
-    _next_offsets: dict[TP, int] | None = None
-    _rewound: dict[TP, tuple[int, int]] | None = None  # our seeks back: offset, and _seeks just after
-    _hole_reads: dict[tuple[TP, int], int] | None = None
 
-    @property
-    def _next(self) -> dict[TP, int]:
-        """Per partition, the offset to hand out next (absent: not known yet, anything goes)."""
-        if self._next_offsets is None:
-            self._next_offsets = {}
-        return self._next_offsets
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next: dict[TP, int] = {}  # per partition, the offset to hand out next (absent: anything goes)
+        self._rewound: dict[TP, tuple[int, int]] = {}  # our seeks back: offset, and _seeks just after
+        self._hole_reads: dict[tuple[TP, int], int] = {}  # fetches that found a hole, by its start
 
     def _expect(self, tp: TP, offset: int | None) -> None:
         if offset is None or offset < 0:
@@ -162,9 +158,6 @@ class Consumer(faust_aiokafka.Consumer):
 
         await self._seek_under_way(thread.call_thread(seek_there))
         self._expect(tp, offset)
-        self._read_offset[tp] = offset if offset else None
-        if self._rewound is None:
-            self._rewound = {}
         self._rewound[tp] = (offset, self._seeks)
 
     # --- handing out ----------------------------------------------------------------------------------
@@ -172,8 +165,6 @@ class Consumer(faust_aiokafka.Consumer):
     def _is_real_hole(self, tp: TP, expected: int, found: int, after_seek_back: bool) -> bool:
         """Whether records ``expected``..``found - 1`` are really not in the log: true once HOLE_READS
         fetches, each asked for after our seek back to ``expected`` with no seek since, started past it."""
-        if self._hole_reads is None:
-            self._hole_reads = {}
         key = (tp, expected)
         reads = self._hole_reads.get(key, 0) + after_seek_back
         if reads < HOLE_READS:
@@ -189,7 +180,7 @@ class Consumer(faust_aiokafka.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         generation, seeks = self.app.consumer_generation_id, self._seeks
         acked_topic = self.app.topics.acks_enabled_for
-        expected, read_offset, rewound = self._next, self._read_offset, self._rewound or {}
+        expected, read_offset, rewound = self._next, self._read_offset, self._rewound
         rewind: dict[TP, int] = {}  # partitions whose records were left, and where to read them again
         batch = super().getmany(timeout)
         try:

@@ -48,6 +48,7 @@ class Harness:
         consumer.app = SimpleNamespace(consumer_generation_id=1,
                                        conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
                                        topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == URLS))
+        consumer._next, consumer._rewound, consumer._hole_reads = {}, {}, {}  # what __init__ sets
         consumer._read_offset = defaultdict(lambda: None)
         consumer._committed_offset = defaultdict(lambda: None)
         consumer._gap = defaultdict(IntervalTree)

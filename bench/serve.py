@@ -41,12 +41,13 @@ def models_dir() -> Path:
     return MODELS_DIR
 
 
-def face_crops(n: int) -> np.ndarray:
-    """``n`` 256x256 crops cycled from the MesoNet test faces, each slightly shifted so no two are equal."""
+def face_crops(n: int, models: Path | None = None) -> np.ndarray:
+    """``n`` 256x256 crops cycled from the MesoNet test faces (in ``models``, default the models directory),
+    each slightly shifted so no two are equal."""
     from PIL import Image
 
     faces = []
-    for path in sorted((models_dir() / "mesonet" / "test_images").glob("*/*.jpg")):
+    for path in sorted(((models or models_dir()) / "mesonet" / "test_images").glob("*/*.jpg")):
         with Image.open(path) as image:
             faces.append(np.asarray(image.convert("RGB").resize((288, 288), Image.Resampling.BILINEAR)))
     out = np.empty((n, 256, 256, 3), np.uint8)

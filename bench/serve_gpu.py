@@ -10,7 +10,8 @@ Fidelity: the networks are checked against their CPU outputs on the same crops, 
 (PyTorch's default for cuDNN) and off; the port's promise is 1e-4 of the Keras outputs.
 
 This runs without Ray (the Ray wheel alone is larger than what may travel to the lent GPU machine), and needs
-only torch, numpy, h5py and Pillow, so ``python -m bench.serve_gpu --models DIR`` runs on a bare CUDA image.
+only torch, numpy, h5py, Pillow and OpenCV, so ``python -m bench.serve_gpu --models DIR`` runs on a bare CUDA
+image.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import serve as bench_serve
 from bench.common import report, result
 
 BATCHES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -34,23 +36,6 @@ MIN_SECONDS = 0.4  # per timed point: long enough to average many kernel launche
 
 def log(message: str) -> None:
     print(f"bench serve-gpu: {message}", file=sys.stderr, flush=True)
-
-
-def face_crops(models_dir: Path, n: int) -> np.ndarray:
-    """``n`` 256x256 crops cycled from the MesoNet test faces, each shifted so no two are equal."""
-    from PIL import Image
-
-    faces = []
-    for path in sorted((models_dir / "mesonet" / "test_images").glob("*/*.jpg")):
-        with Image.open(path) as image:
-            faces.append(np.asarray(image.convert("RGB").resize((288, 288), Image.Resampling.BILINEAR)))
-    if not faces:
-        raise SystemExit(f"no test faces under {models_dir / 'mesonet' / 'test_images'}")
-    out = np.empty((n, 256, 256, 3), np.uint8)
-    for i in range(n):
-        dx, dy = (i * 7) % 32, (i * 13) % 32
-        out[i] = faces[i % len(faces)][dy : dy + 256, dx : dx + 256]
-    return out
 
 
 def rate(call: Any, n_per_call: int, sync: Any) -> float:
@@ -77,11 +62,6 @@ def load(models_dir: Path, device: str) -> list[Any]:
     return out
 
 
-def default_models_dir() -> Path:
-    """DEEPWATCH_MODELS_DIR when set, else ../shared/models beside the checkout (as bench.clips_faces)."""
-    return Path(os.environ.get("DEEPWATCH_MODELS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "models")
-
-
 def run(
     quick: bool = False, models_dir: Path | None = None, device: str = "cuda", batches: tuple[int, ...] = BATCHES
 ) -> dict[str, Any]:
@@ -90,11 +70,11 @@ def run(
 
     from serve.detectors.mesonet import to_tensor
 
-    models_dir = models_dir or default_models_dir()
+    models_dir = models_dir or bench_serve.models_dir()
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench serve-gpu needs a CUDA GPU (torch.cuda.is_available() is False)")
     batches = tuple(b for b in batches if not quick or b <= 256)
-    crops = face_crops(models_dir, max(batches))
+    crops = bench_serve.face_crops(max(batches), models_dir)
     n_ref = min(256, max(batches))  # crops compared with the CPU's outputs
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 

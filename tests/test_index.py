@@ -325,3 +325,32 @@ def test_open_index_from_settings(tmp_path: Path) -> None:
 
     with pytest.raises(SearchIndexError, match=r"127\.0\.0\.1"):
         open_index(load_settings(index_backend="elasticsearch", es_url=f"http://127.0.0.1:{free_port()}"))
+
+
+def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
+    """An index written by the previous schema (no sighting columns) opens, and its dashboard counts
+    come from the documents it already holds; a schema this code does not know is refused."""
+    import sqlite3
+
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as idx:
+        idx.upsert(record(1, sightings=[sighting("https://a.example/1", count=3), sighting("https://a.example/2")]))
+        idx.upsert(record(2, sightings=[sighting("https://b.example/1")]))
+    conn = sqlite3.connect(path)  # back to schema 5: the columns dropped, the version put back
+    conn.execute("ALTER TABLE media DROP COLUMN sightings")
+    conn.execute("ALTER TABLE media DROP COLUMN urls")
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with SqliteIndex(path) as idx:
+        counts = idx.aggregate()
+        assert (counts.sightings, counts.distinct_urls) == (5, 3)
+        idx.add_sighting(media_id(2), sighting("https://b.example/1", count=2))
+        assert idx.aggregate().sightings == 7
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SearchIndexError, match="schema 99"):
+        SqliteIndex(path)

@@ -817,18 +817,23 @@ class SqliteIndex:
                 f"SELECT min(CAST(m.score * {HISTOGRAM_BINS} AS INTEGER), {HISTOGRAM_BINS - 1}), count(*) "
                 f"{selection} AND m.score IS NOT NULL GROUP BY 1"
             )
-            times: dict[str, list[float]] = {}
-            for stage, seconds in conn.execute(
-                f"SELECT stage, seconds FROM timings WHERE seq IN ({selected}) ORDER BY stage, seconds", params
-            ):
-                times.setdefault(stage, []).append(seconds)
+            # Sorted by numpy, a stage at a time: SQLite's ORDER BY over millions of rows cost half the call.
+            stages = [stage for (stage,) in conn.execute("SELECT DISTINCT stage FROM timings")]
+            times = {
+                stage: np.sort(np.fromiter(
+                    (seconds for (seconds,) in conn.execute(
+                        f"SELECT seconds FROM timings WHERE stage = ? AND seq IN ({selected})", [stage, *params])),
+                    dtype=np.float64,
+                )).tolist()
+                for stage in stages
+            }
         return Aggregations(
             total=total,
             by_verdict=by_verdict,
             by_platform=by_platform,
             by_day=by_day,
             score_histogram=[bins.get(str(i), 0) for i in range(HISTOGRAM_BINS)],
-            stage_seconds={stage: stage_times(values) for stage, values in times.items()},
+            stage_seconds={stage: stage_times(values) for stage, values in times.items() if values},
             by_dedup=by_dedup,
             sightings=sightings,
             distinct_urls=distinct_urls,

@@ -60,19 +60,7 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 6
-# Each older schema this code upgrades in place: the statements that turn it into the next one.
-_MIGRATIONS = {
-    # 5 -> 6: sighting and URL counts as columns, so that dashboards sum them instead of reading
-    # every stored document (9 s at a million records, 4 of them in json_each over ``docs``).
-    5: [
-        "ALTER TABLE media ADD COLUMN sightings INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE media ADD COLUMN urls INTEGER NOT NULL DEFAULT 0",
-        """UPDATE media SET (sightings, urls) = (
-               SELECT coalesce(sum(coalesce(json_extract(s.value, '$.count'), {default})), 0), count(s.value)
-               FROM docs d, json_each(d.doc, '$.sightings') s WHERE d.seq = media.seq)""",
-    ],
-}
+SCHEMA_VERSION = 6  # older files are upgraded in place by _MIGRATIONS (below)
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
@@ -160,6 +148,19 @@ _TAG_PREFIX = {"verdict": "v", "platform": "p", "source": "s", "kind": "k", "ded
 # becomes the OR of the buckets it overlaps, and media.detectors holds the exact scores to check.
 DETECTOR_BUCKETS = 20
 SIGHTING_COUNT_DEFAULT = int(Sighting.model_fields["count"].default)
+# Each older schema this code upgrades in place: the statements that turn it into the next one.
+_MIGRATIONS = {
+    # 5 -> 6: sighting and URL counts as columns, so that dashboards sum them instead of reading
+    # every stored document (9 s at a million records, 4 of them in json_each over ``docs``).
+    5: [
+        "ALTER TABLE media ADD COLUMN sightings INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE media ADD COLUMN urls INTEGER NOT NULL DEFAULT 0",
+        f"""UPDATE media SET (sightings, urls) = (
+               SELECT coalesce(sum(coalesce(json_extract(s.value, '$.count'), {SIGHTING_COUNT_DEFAULT})), 0),
+                      count(s.value)
+               FROM docs d, json_each(d.doc, '$.sightings') s WHERE d.seq = media.seq)""",
+    ],
+}
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
 SORT_MATCHES_LIMIT = 20_000
@@ -380,7 +381,7 @@ class SqliteIndex:
             version = None if row is None else int(row[0])
             while version in _MIGRATIONS:
                 for statement in _MIGRATIONS[version]:
-                    conn.execute(statement.format(default=SIGHTING_COUNT_DEFAULT))
+                    conn.execute(statement)
                 version += 1
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
             if version is not None and version != SCHEMA_VERSION:
@@ -818,15 +819,12 @@ class SqliteIndex:
                 f"{selection} AND m.score IS NOT NULL GROUP BY 1"
             )
             # Sorted by numpy, a stage at a time: SQLite's ORDER BY over millions of rows cost half the call.
-            stages = [stage for (stage,) in conn.execute("SELECT DISTINCT stage FROM timings")]
-            times = {
-                stage: np.sort(np.fromiter(
-                    (seconds for (seconds,) in conn.execute(
-                        f"SELECT seconds FROM timings WHERE stage = ? AND seq IN ({selected})", [stage, *params])),
-                    dtype=np.float64,
-                )).tolist()
-                for stage in stages
-            }
+            times: dict[str, list[float]] = {}
+            for (stage,) in conn.execute("SELECT DISTINCT stage FROM timings").fetchall():
+                rows = conn.execute(
+                    f"SELECT seconds FROM timings WHERE stage = ? AND seq IN ({selected})", [stage, *params]
+                )
+                times[stage] = np.sort(np.fromiter((seconds for (seconds,) in rows), dtype=np.float64)).tolist()
         return Aggregations(
             total=total,
             by_verdict=by_verdict,

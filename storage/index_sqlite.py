@@ -581,13 +581,35 @@ class SqliteIndex:
             stored = self._load_many(conn, grouped)
             after: dict[str, MediaRecord] = {}
             changed: list[_Write] = []
+            recounted: list[_Write] = []
             for media_id, (seq, old) in stored.items():
                 after[media_id] = merge.add_sightings(old, grouped[media_id])
-                if after[media_id] is not old:  # all redeliveries: nothing to write
-                    changed.append(_Write(seq, old, after[media_id]))
+                if after[media_id] is old:  # all redeliveries: nothing to write
+                    continue
+                write = _Write(seq, old, after[media_id])
+                (recounted if merge.counts_only(old, write.record) else changed).append(write)
             if changed:
                 self._store_many(conn, changed)
+            if recounted:
+                self._store_counts(conn, recounted)
         return [after.get(media_id) for media_id, _ in items]
+
+    def _store_counts(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
+        """Rewrites that only counted known URLs up (:func:`storage.merge.counts_only`): the document,
+        the time range and the sighting count change; the text, tags, URLs, hashes and timings cannot,
+        so this skips working them out (most of a write's cost on the stream's hit path)."""
+        docs: list[tuple[str, int]] = []
+        rows: list[tuple[float, float, int, int]] = []
+        for write in writes:
+            record, seq = write.record, write.seq
+            doc = record.model_dump_json(exclude_unset=True)  # as _store_many
+            docs.append((doc, seq))
+            self._decoded.remember(record.media_id, doc, record)
+            sightings = sum(s.count for s in record.sightings)
+            rows.append((record.first_seen.timestamp(), record.last_seen.timestamp(), sightings, seq))
+        conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(w.seq,) for w in writes])
+        conn.executemany("UPDATE media SET first_seen = ?, last_seen = ?, sightings = ? WHERE seq = ?", rows)
+        conn.executemany("UPDATE docs SET doc = ? WHERE seq = ?", docs)
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         with self._write() as conn:

@@ -57,14 +57,12 @@ def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sightin
 def _combined(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
     count = old.count + new.count if add_counts else max(old.count, new.count)
     # The first report of a URL names where it was found; later ones only refresh the hints.
-    return old.model_copy(
-        update={
-            "first_seen": min(old.first_seen, new.first_seen),
-            "last_seen": max(old.last_seen, new.last_seen),
-            "count": count,
-            "hints": new.hints if new.hints is not None else old.hints,
-            "applied": merge_applied(old, new),
-        }
+    return old.replaced(
+        first_seen=min(old.first_seen, new.first_seen),
+        last_seen=max(old.last_seen, new.last_seen),
+        count=count,
+        hints=new.hints if new.hints is not None else old.hints,
+        applied=merge_applied(old, new),
     )
 
 
@@ -140,7 +138,7 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
     """:func:`add_sighting` for each of ``sightings`` in order; ``record`` itself when every one was
     a redelivery.
 
-    Built with ``model_copy``, not validated again: the only rules these fields take part in (one
+    Built with ``replaced`` (``model_copy``), not validated again: the only rules these fields take part in (one
     sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and this is the
     stream's hottest path (every repost of a known URL)."""
     by_url = {s.canonical_url: s for s in record.sightings}
@@ -157,4 +155,16 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
         changed = True
     if not changed:
         return record
-    return record.model_copy(update={"sightings": list(by_url.values()), "first_seen": first, "last_seen": last})
+    return record.replaced(sightings=list(by_url.values()), first_seen=first, last_seen=last)
+
+
+def counts_only(old: MediaRecord, new: MediaRecord) -> bool:
+    """``new``, made from ``old`` by :func:`add_sightings`, only counted known URLs up: no new URL, and
+    every sighting's hints as they were (the URLs, hints, platforms and sources are all a search can
+    see of the sightings; counts, times and watermarks are columns of their own)."""
+    if len(new.sightings) != len(old.sightings):
+        return False
+    for before, after in zip(old.sightings, new.sightings, strict=True):
+        if after.hints is not before.hints and after.hints != before.hints:
+            return False
+    return True

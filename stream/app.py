@@ -33,6 +33,7 @@ from deepwatch.contracts import (
     UrlDiscovered,
     parse,
 )
+from deepwatch.partition import DefaultPartitioner
 from deepwatch.settings import Settings
 from stream.metrics import CONTENT_TYPE, StreamMetrics
 from stream.records import Position
@@ -137,6 +138,7 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.data_dir / "faust"),
         processing_guarantee="at_least_once",
+        producer_partitioner=DefaultPartitioner(),
     )
     # Before any topic is declared: the topics' conductor takes the transport from the app.
     app.transport = Transport(app.conf.broker_consumer, app)

@@ -44,7 +44,7 @@ def sighting_at(event: UrlDiscovered, position: Position | None) -> Sighting:
     if position is None:
         return sighting
     mark = EventPosition(offset=position.offset, timestamp_ms=position.timestamp_ms)
-    return sighting.model_copy(update={"applied": {position.partition_name: mark}})
+    return sighting.replaced(applied={position.partition_name: mark})
 
 
 def new_record(

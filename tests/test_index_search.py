@@ -429,6 +429,15 @@ def test_search_follows_writes_between_searches(make_index: MakeIndex) -> None:
             url = f"https://reddit.example/rewrite/{step}/{mid[:8]}"
             index.add_sighting(mid, sighting(url, first=T0 + 120 * HOUR, platform=rng.choice(PLATFORMS),
                                              source="submit", title=" ".join(rng.sample(WORDS, 2))))
+        # Known URLs seen again: counts and times only (the hit path's cheap rewrite), then with new
+        # hints, whose words the text search must find from then on.
+        again = []
+        for i, mid in enumerate(rng.sample(ids, 8)):
+            known = rng.choice(index.get(mid).sightings)  # type: ignore[union-attr]
+            again.append((mid, sighting(known.canonical_url, first=T0 + (121 + step) * HOUR, count=2,
+                                        platform=known.platform, source=known.source,
+                                        title="encore " + rng.choice(WORDS) if i % 2 else None)))
+        index.add_sightings(again)
         for mid in rng.sample(ids, 4):
             index.record_review(mid, Review(label=rng.choice(["fake", "real", "unsure"]), reviewer="mod"))
         for n in rng.sample(range(40), 4):
@@ -442,6 +451,12 @@ def test_search_follows_writes_between_searches(make_index: MakeIndex) -> None:
             expected = reference(current, q)
             assert found == expected, q
             assert totals == {len(expected)}
+        assert all_pages(index, to_query(text="encore"))[0] == reference(current, to_query(text="encore")) != []
+        late = to_query(seen_since=T0 + (121 + step) * HOUR)
+        assert sorted(all_pages(index, late)[0]) == sorted(reference(current, late)) != []
+        want = expected_aggregations(current, to_query())
+        agg = index.aggregate()
+        assert (agg.total, agg.sightings, agg.distinct_urls) == (want["total"], want["sightings"], want["distinct_urls"])
 
 
 def test_many_distinct_platforms_and_sources(index: SearchIndex) -> None:

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner as AiokafkaPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 from deepwatch.backoff import retry_after_seconds
 from deepwatch.media.errors import NotFound, Transient
-from deepwatch.partition import murmur2, partition_for
+from deepwatch.partition import DefaultPartitioner, murmur2, partition_for
 from deepwatch.settings import load_settings
 from ingest.backoff import RetryPolicy, poll_delay, retry_delay, source_backoff
 from ingest.fetcher import GuardedFetcher
@@ -118,6 +119,18 @@ def test_poll_delay_applies_jitter_to_interval_and_backoff() -> None:
 def test_partition_matches_kafka_pythons_default_partitioner(key: bytes) -> None:
     assert murmur2(key) == kafka_murmur2(key)
     assert partition_for(key, 7) == (kafka_murmur2(key) & 0x7FFFFFFF) % 7
+
+
+@given(st.one_of(st.none(), st.binary(max_size=80)), st.integers(1, 64))
+def test_producer_partitioner_answers_as_aiokafkas(key: bytes | None, partitions: int) -> None:
+    """The stream worker's producer partitioner: aiokafka's answer for every key, asked twice (the
+    second answer comes from its memory); a keyless message goes to an available partition."""
+    ours, theirs = DefaultPartitioner(), AiokafkaPartitioner()
+    every = list(range(partitions))
+    if key is None:
+        assert ours(None, every, [partitions - 1]) == partitions - 1
+        return
+    assert ours(key, every, every) == ours(key, every, []) == theirs(key, every, every)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ error that names the field, because a silently dropped field is a silently lost 
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -396,19 +395,23 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "<root>"
 
 
+# What pydantic says of JSON that is not an object of the model, in the words parse has always used.
+_ROOT_PROBLEMS = {"json_invalid": "not valid JSON ({msg})", "model_type": "must be a JSON object"}
+
+
 def parse(model: type[C], raw: bytes | str | dict[str, Any]) -> C:
     """Validate raw input into ``model``, raising :class:`ContractError` that names each field."""
-    if isinstance(raw, (bytes, str)):
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ContractError(model.__name__, [("<root>", f"not valid JSON ({exc})")]) from None
-    else:
-        data = raw
-    if not isinstance(data, dict):
+    if not isinstance(raw, (bytes, str, dict)):
         raise ContractError(model.__name__, [("<root>", "must be a JSON object")])
     try:
-        return model.model_validate(data)
+        # Text goes to pydantic's own JSON parser: half the cost of json.loads and then validating the
+        # dict, on every event the stream reads.
+        return model.model_validate(raw) if isinstance(raw, dict) else model.model_validate_json(raw)
     except ValidationError as exc:
-        problems = [(_loc(err["loc"]), err["msg"]) for err in exc.errors()]
+        problems = []
+        for err in exc.errors():
+            if not err["loc"] and err["type"] in _ROOT_PROBLEMS:
+                problems.append(("<root>", _ROOT_PROBLEMS[err["type"]].format(msg=err["msg"])))
+            else:
+                problems.append((_loc(err["loc"]), err["msg"]))
         raise ContractError(model.__name__, problems) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from serve.detectors.base import Detector, MissingWeights, WeightsMismatch
 from serve.detectors.mesonet import DETECTORS, Meso4DF, Meso4Net, MesoInception4Net, convert_keras_h5
@@ -31,6 +32,44 @@ def test_port_matches_the_numpy_keras_reference_within_1e4(cls: type[Detector], 
     np.testing.assert_allclose(detector.predict(batch), 1.0 - expected_p_real, atol=1e-4, rtol=0)
     # a face scored alone scores as in the batch (no batch statistics leak in: BN is in inference mode)
     np.testing.assert_allclose(detector.predict(batch[1:2]), detector.predict(batch)[1:2], atol=1e-6)
+
+
+def _keras_order(net: Meso4Net | MesoInception4Net, x: torch.Tensor) -> torch.Tensor:
+    """The forward pass in Keras' order, layer by layer (conv, ReLU, BatchNorm, pool; inception branches one
+    by one), with none of the port's reorderings."""
+    def inception(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        def branch(*convs: torch.nn.Module) -> torch.Tensor:
+            y = x
+            for c in convs:
+                y = torch.relu(c.conv(y))
+            return y
+        return torch.cat([branch(block.b1), branch(block.b2_1, block.b2_2), branch(block.b3_1, block.b3_2),
+                          branch(block.b4_1, block.b4_2)], dim=1)
+
+    for i, (block, bn) in enumerate(zip([*net.front, net.conv3, net.conv4], net.bns, strict=True)):
+        y = torch.relu(block(x)) if isinstance(block, torch.nn.Conv2d) else inception(block, x)
+        x = torch.nn.functional.max_pool2d(bn(y), 4 if i == 3 else 2)
+    return net.head(x)
+
+
+@pytest.mark.parametrize("network", [Meso4Net, MesoInception4Net])
+@pytest.mark.parametrize("signs", ["positive", "mixed"])
+def test_reordered_forward_equals_keras_order(network: type, signs: str) -> None:
+    """Random weights (so only agreement is asserted): the port pools before ReLU and BatchNorm where every
+    BatchNorm scale is >= 0 (the paper's weights) and merges the inception 1x1 convolutions; with a negative
+    scale it keeps Keras' order. Either way the output is the layer-by-layer one."""
+    torch.manual_seed(3)
+    net = network().eval()
+    for bn in net.bns:
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        if signs == "mixed":
+            bn.weight.data[::2] *= -1
+        bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.rand(3, 3, 256, 256)
+    with torch.inference_mode():
+        np.testing.assert_allclose(net(x).numpy(), _keras_order(net, x).numpy(), atol=1e-6, rtol=0)
 
 
 def test_reference_is_not_blind_to_a_wrong_layer_mapping(models_dir: Path) -> None:

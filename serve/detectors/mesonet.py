@@ -38,6 +38,18 @@ BN_EPS = 1e-3
 LEAKY_SLOPE = 0.1
 
 
+def max_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Keras' MaxPooling2D of ``size`` (a power of two; 'valid': a ragged edge is dropped), as maxima of
+    strided views of 2x2 windows: the same values as ``max_pool2d``, which on the CPU also finds every
+    maximum's index and took twice as long (a quarter of Meso4's time)."""
+    while size > 1:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+        x = torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+        size //= 2
+    return x
+
+
 class _ConvRelu(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1) -> None:
         super().__init__()
@@ -57,10 +69,20 @@ class _Inception(nn.Module):
         self.b4_1, self.b4_2 = _ConvRelu(cin, d, 1), _ConvRelu(d, d, 3, dilation=3)
         self.out_channels = a + b + c + d
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [self.b1(x), self.b2_2(self.b2_1(x)), self.b3_2(self.b3_1(x)), self.b4_2(self.b4_1(x))], dim=1
+    def forward(self, x: torch.Tensor, pool: int = 1) -> torch.Tensor:
+        """The four branches, concatenated; with ``pool``, each max-pooled first (the same values as pooling
+        the concatenation, which then copies a quarter of them)."""
+        # The four 1x1 convolutions read the same input: as one convolution with their filters stacked
+        # (the same sums, one pass over the full-size input instead of four), then split by branch.
+        entry = [self.b1.conv, self.b2_1.conv, self.b3_1.conv, self.b4_1.conv]
+        weight = torch.cat([c.weight for c in entry])
+        bias = torch.cat([c.bias for c in entry])  # type: ignore[misc]
+        first, second, third, fourth = torch.relu_(nn.functional.conv2d(x, weight, bias)).split(
+            [c.out_channels for c in entry], dim=1
         )
+        branches = [first, self.b2_2.conv(second), self.b3_2.conv(third), self.b4_2.conv(fourth)]
+        # ReLU commutes with max pooling, so the 3x3 branches take theirs after it (``first`` has its own)
+        return torch.relu_(torch.cat([max_pool(b, pool) for b in branches], dim=1))
 
     def convs(self) -> list[nn.Conv2d]:
         """In the order Keras created them (the order the weight file numbers them)."""
@@ -96,8 +118,15 @@ class MesoNetBase(nn.Module):
         """``x``: float (N, 3, 256, 256) in [0, 1]; returns (N,) P(real), the network's own output."""
         blocks: list[nn.Module] = [*self.front, self.conv3, self.conv4]
         for i, (block, bn) in enumerate(zip(blocks, self.bns, strict=True)):
-            x = bn(torch.relu(block(x)) if isinstance(block, nn.Conv2d) else block(x))
-            x = nn.functional.max_pool2d(x, 4 if i == 3 else 2)
+            pool = 4 if i == 3 else 2
+            if bool((bn.weight >= 0).all()):
+                # ReLU, and a BatchNorm whose scales are all >= 0, never reorder two values of a channel, so
+                # both commute with max pooling (exactly: rounding keeps the order too) and run on the
+                # pooled map, a quarter or a sixteenth of the values. The paper's weights all qualify.
+                x = block(x, pool) if isinstance(block, _Inception) else torch.relu_(max_pool(block(x), pool))
+                x = bn(x)
+            else:  # Keras' order: conv, ReLU, BatchNorm, pool
+                x = max_pool(bn(torch.relu(block(x)) if isinstance(block, nn.Conv2d) else block(x)), pool)
         return self.head(x)
 
     def convs(self) -> list[nn.Conv2d]:
@@ -228,8 +257,8 @@ class MesoNetDetector(Detector):
     modality = "image"
     input_size: ClassVar[int] = INPUT_SIZE
     network: ClassVar[type[MesoNetBase]]
-    # Measured on CPU: MesoInception's thin branches run ~1.4x faster channels-last, Meso4 ~10 % slower.
-    channels_last: ClassVar[bool] = False
+    # Measured on CPU (2 cores, batches of 64): MesoInception runs ~1.15x faster channels-last, Meso4 a few %.
+    channels_last: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.net: MesoNetBase | None = None
@@ -290,14 +319,12 @@ class Meso4F2F(MesoNetDetector):
 
 
 class MesoInception4DF(MesoNetDetector):
-    channels_last = True
     name = "mesoinception4_df"
     network = MesoInception4Net
     weights = _weight("MesoInception_DF.h5", "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa")
 
 
 class MesoInception4F2F(MesoNetDetector):
-    channels_last = True
     name = "mesoinception4_f2f"
     network = MesoInception4Net
     weights = _weight("MesoInception_F2F.h5", "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f")

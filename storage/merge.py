@@ -138,9 +138,9 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
     """:func:`add_sighting` for each of ``sightings`` in order; ``record`` itself when every one was
     a redelivery.
 
-    Built with ``replaced`` (``model_copy``), not validated again: the only rules these fields take part in (one
-    sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and this is the
-    stream's hottest path (every repost of a known URL)."""
+    Built with ``replaced`` (a cheaper ``model_copy``), not validated again: the only rules these fields
+    take part in (one sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and
+    this is the stream's hottest path (every repost of a known URL)."""
     by_url = {s.canonical_url: s for s in record.sightings}
     first, last = record.first_seen, record.last_seen
     changed = False

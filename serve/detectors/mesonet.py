@@ -36,6 +36,10 @@ SOURCE_URL = "https://github.com/DariusAf/MesoNet"
 INPUT_SIZE = 256
 BN_EPS = 1e-3
 LEAKY_SLOPE = 0.1
+# Crops per forward pass on the CPU. The first maps are full-size (256x256, up to 11 channels, a few MB a
+# crop): for 8 crops they stay in the caches between layers, for 32 they do not, and a pass over 32 ran
+# 25-40 % fewer crops a second than four passes over 8 (2-core machine, 16 MB L3). A GPU wants big batches.
+CPU_CHUNK = 8
 
 
 def max_pool(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -292,11 +296,15 @@ class MesoNetDetector(Detector):
         check_batch(batch, self.input_size)
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
+        step = CPU_CHUNK if self.device.type == "cpu" else len(batch)
         with torch.inference_mode():
-            x = to_tensor(batch, self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.net(x).cpu().numpy()
+            out = []
+            for start in range(0, len(batch), step):
+                x = to_tensor(batch[start : start + step], self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out.append(self.net(x).cpu().numpy())
+            return np.concatenate(out)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return 1.0 - self.p_real(batch)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from serve.detectors.base import Detector, MissingWeights, WeightsMismatch
-from serve.detectors.mesonet import DETECTORS, Meso4DF, Meso4Net, MesoInception4Net, convert_keras_h5
+from serve.detectors.mesonet import CPU_CHUNK, DETECTORS, Meso4DF, Meso4Net, MesoInception4Net, convert_keras_h5
 from tests import mesonet_reference as ref
 from tests.detector_support import face_batch, weights_or_skip
 
@@ -136,6 +136,18 @@ def test_a_file_of_the_other_architecture_is_refused_with_the_layer_counts(model
     weights_or_skip(models_dir, Meso4DF)
     with pytest.raises(Exception, match="conv"):
         convert_keras_h5(models_dir / Meso4DF.weights[0].path, MesoInception4Net())
+
+
+def test_a_batch_of_several_cpu_passes_scores_as_its_crops_alone(models_dir: Path, mesonet: dict[str, Detector]) -> None:
+    """On the CPU a batch runs in passes of CPU_CHUNK crops: the scores come back whole and in order."""
+    _, faces = face_batch(models_dir)
+    batch = np.ascontiguousarray(np.concatenate([faces, faces[:, :, ::-1], faces[:, ::-1]]))
+    assert len(batch) > CPU_CHUNK
+    for name in ("meso4_df", "mesoinception4_df"):
+        whole = mesonet[name].predict(batch)
+        alone = np.concatenate([mesonet[name].predict(batch[i : i + 1]) for i in range(len(batch))])
+        assert whole.shape == (len(batch),)
+        np.testing.assert_allclose(whole, alone, atol=1e-6, rtol=0)
 
 
 def test_predict_refuses_crops_of_the_wrong_size_or_type(mesonet: dict[str, Detector]) -> None:

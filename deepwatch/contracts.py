@@ -67,6 +67,8 @@ class Part(BaseModel):
         ``copy.copy`` of four attributes that made it cost twice as much. The stream's hit path makes
         three of these per repost of a known URL (its sighting, the merged sighting, the record). Parts
         have no extra fields (``extra="forbid"``) and no private attributes."""
+        if getattr(self, "__pydantic_private__", None) is not None:  # none has today; pydantic copies them
+            return self.model_copy(update=changes)
         cls = type(self)
         copied = cls.__new__(cls)
         values = self.__dict__.copy()

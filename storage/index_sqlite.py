@@ -264,6 +264,11 @@ def _hash_rows(record: MediaRecord, seq: int) -> list[tuple[int, str, bytes]]:
     ]
 
 
+def _sighting_count(record: MediaRecord) -> int:
+    """Every report of the record's URLs (the ``sightings`` column)."""
+    return sum(s.count for s in record.sightings)
+
+
 def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
     return {(stage, seconds, seq) for stage, seconds in record.timings.items()}
 
@@ -445,6 +450,14 @@ class SqliteIndex:
     def _load(self, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
         return self._load_many(conn, [media_id]).get(media_id)
 
+    def _document(self, record: MediaRecord) -> str:
+        """The JSON stored for ``record``, which the decoded-record cache then holds beside it."""
+        # Fields never set left out (a third of the bytes); reading fills their defaults back in.
+        # (exclude_defaults would also drop fields set to their default, for 30 % more time.)
+        doc = record.model_dump_json(exclude_unset=True)
+        self._decoded.remember(record.media_id, doc, record)
+        return doc
+
     def _store_many(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
         """Write each record and its side rows, one statement per table for the whole batch.
 
@@ -463,11 +476,7 @@ class SqliteIndex:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
-            # Fields never set left out (a third of the bytes); reading fills their defaults back in.
-            # (exclude_defaults would also drop fields set to their default, for 30 % more time.)
-            doc = record.model_dump_json(exclude_unset=True)
-            docs.append((seq, doc))
-            self._decoded.remember(record.media_id, doc, record)
+            docs.append((seq, self._document(record)))
             platforms, sources = _platforms_sources(record)
             rows.append(
                 (
@@ -485,7 +494,7 @@ class SqliteIndex:
                     _json_of_list(platforms),
                     _json_of_list(sources),
                     _json({name: d.p_fake for name, d in record.detectors.items()}),
-                    sum(s.count for s in record.sightings),
+                    _sighting_count(record),
                     len(record.sightings),
                 )
             )
@@ -602,11 +611,8 @@ class SqliteIndex:
         rows: list[tuple[float, float, int, int]] = []
         for write in writes:
             record, seq = write.record, write.seq
-            doc = record.model_dump_json(exclude_unset=True)  # as _store_many
-            docs.append((doc, seq))
-            self._decoded.remember(record.media_id, doc, record)
-            sightings = sum(s.count for s in record.sightings)
-            rows.append((record.first_seen.timestamp(), record.last_seen.timestamp(), sightings, seq))
+            docs.append((self._document(record), seq))
+            rows.append((record.first_seen.timestamp(), record.last_seen.timestamp(), _sighting_count(record), seq))
         conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(w.seq,) for w in writes])
         conn.executemany("UPDATE media SET first_seen = ?, last_seen = ?, sightings = ? WHERE seq = ?", rows)
         conn.executemany("UPDATE docs SET doc = ? WHERE seq = ?", docs)

@@ -26,6 +26,7 @@ def test_port_matches_the_numpy_keras_reference_within_1e4(cls: type[Detector], 
     expected_p_real = np.array([ref.forward(graph, output, weights, image) for image in batch])
 
     detector = mesonet[cls.name]
+    assert detector.net.pool_early == (True,) * 4  # type: ignore[attr-defined]  # the reordered pass is what is checked
     p_real = detector.p_real(batch)  # type: ignore[attr-defined]
     np.testing.assert_allclose(p_real, expected_p_real, atol=1e-4, rtol=0, err_msg=str(names))
     # the detector reports the other class: the network's unit is P(real)
@@ -69,7 +70,11 @@ def test_reordered_forward_equals_keras_order(network: type, signs: str) -> None
         bn.bias.data.uniform_(-0.5, 0.5)
     x = torch.rand(3, 3, 256, 256)
     with torch.inference_mode():
-        np.testing.assert_allclose(net(x).numpy(), _keras_order(net, x).numpy(), atol=1e-6, rtol=0)
+        expected = _keras_order(net, x).numpy()
+        np.testing.assert_allclose(net(x).numpy(), expected, atol=1e-6, rtol=0)
+        net.fix_pool_order()  # as a detector does once its weights are loaded
+        assert net.pool_early == ((True,) * 4 if signs == "positive" else (False,) * 4)
+        np.testing.assert_allclose(net(x).numpy(), expected, atol=1e-6, rtol=0)
 
 
 def test_reference_is_not_blind_to_a_wrong_layer_mapping(models_dir: Path) -> None:

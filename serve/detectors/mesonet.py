@@ -55,13 +55,13 @@ def max_pool(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class _ConvRelu(nn.Module):
+    """One inception convolution (ReLU follows it; ``_Inception.forward`` applies it). A module of its own so
+    that the state dict keeps the names the converter and its cache use (``b1.conv.weight``, ...)."""
+
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1) -> None:
         super().__init__()
         # 'same' for odd kernels at stride 1: Keras pads dilation*(k-1)/2 on each side
         self.conv = nn.Conv2d(cin, cout, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
 
 
 class _Inception(nn.Module):
@@ -107,6 +107,11 @@ class _Head(nn.Module):
         return torch.sigmoid(self.fc2(x)).squeeze(1)
 
 
+def _order_free(bn: nn.BatchNorm2d) -> bool:
+    """Every scale of ``bn`` is >= 0: it keeps the order of a channel's values, so max pooling commutes with it."""
+    return bool((bn.weight >= 0).all())
+
+
 class MesoNetBase(nn.Module):
     """The shared tail: two 5x5 conv blocks (pool 2, then 4) and the head; subclasses make the first two."""
 
@@ -117,13 +122,21 @@ class MesoNetBase(nn.Module):
         self.conv4 = nn.Conv2d(16, 16, 5, padding=2)
         self.bns = nn.ModuleList(nn.BatchNorm2d(c, eps=BN_EPS) for c in [*front_channels, 16, 16])
         self.head = _Head()
+        self.pool_early: tuple[bool, ...] | None = None  # see fix_pool_order
+
+    def fix_pool_order(self) -> None:
+        """Decide once, from the weights now loaded, which blocks may pool before their ReLU and BatchNorm
+        (see forward). Deciding in every forward reads each BatchNorm's weights back from the device: on a
+        GPU a wait for the queue per block. Call again after changing the weights (None: every forward)."""
+        self.pool_early = tuple(_order_free(bn) for bn in self.bns)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: float (N, 3, 256, 256) in [0, 1]; returns (N,) P(real), the network's own output."""
         blocks: list[nn.Module] = [*self.front, self.conv3, self.conv4]
+        early = self.pool_early if self.pool_early is not None else [_order_free(bn) for bn in self.bns]
         for i, (block, bn) in enumerate(zip(blocks, self.bns, strict=True)):
             pool = 4 if i == 3 else 2
-            if bool((bn.weight >= 0).all()):
+            if early[i]:
                 # ReLU, and a BatchNorm whose scales are all >= 0, never reorder two values of a channel, so
                 # both commute with max pooling (exactly: rounding keeps the order too) and run on the
                 # pooled map, a quarter or a sixteenth of the values. The paper's weights all qualify.
@@ -285,6 +298,7 @@ class MesoNetDetector(Detector):
         h5 = verified_weight(models_dir, weight)
         net = self.network()
         net.load_state_dict(load_state(h5, weight.sha256, net, cache_dir))
+        net.fix_pool_order()
         self.net = net.eval().to(self.device)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)

@@ -55,10 +55,12 @@ def _keras_order(net: Meso4Net | MesoInception4Net, x: torch.Tensor) -> torch.Te
 
 @pytest.mark.parametrize("network", [Meso4Net, MesoInception4Net])
 @pytest.mark.parametrize("signs", ["positive", "mixed"])
-def test_reordered_forward_equals_keras_order(network: type, signs: str) -> None:
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_reordered_forward_equals_keras_order(network: type, signs: str, layout: str) -> None:
     """Random weights (so only agreement is asserted): the port pools before ReLU and BatchNorm where every
-    BatchNorm scale is >= 0 (the paper's weights) and merges the inception 1x1 convolutions; with a negative
-    scale it keeps Keras' order. Either way the output is the layer-by-layer one."""
+    BatchNorm scale is >= 0 (the paper's weights) and merges the inception 1x1 convolutions (through oneDNN
+    on a channels-last map, the detectors' layout); with a negative scale it keeps Keras' order. Either way
+    the output is the layer-by-layer one."""
     torch.manual_seed(3)
     net = network().eval()
     for bn in net.bns:
@@ -71,6 +73,9 @@ def test_reordered_forward_equals_keras_order(network: type, signs: str) -> None
     x = torch.rand(3, 3, 256, 256)
     with torch.inference_mode():
         expected = _keras_order(net, x).numpy()
+        if layout == "channels-last":
+            net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         np.testing.assert_allclose(net(x).numpy(), expected, atol=1e-6, rtol=0)
         net.fix_pool_order()  # as a detector does once its weights are loaded
         assert net.pool_early == ((True,) * 4 if signs == "positive" else (False,) * 4)

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from serve.detectors.base import Detector, MissingWeights, WeightsMismatch
-from serve.detectors.mesonet import CPU_CHUNK, DETECTORS, Meso4DF, Meso4Net, MesoInception4Net, convert_keras_h5
+from serve.detectors.mesonet import (
+    CPU_CHUNK,
+    DETECTORS,
+    Meso4DF,
+    Meso4Net,
+    MesoInception4Net,
+    convert_keras_h5,
+    max_pool,
+)
 from tests import mesonet_reference as ref
 from tests.detector_support import face_batch, weights_or_skip
 
@@ -80,6 +88,13 @@ def test_reordered_forward_equals_keras_order(network: type, signs: str, layout:
         net.fix_pool_order()  # as a detector does once its weights are loaded
         assert net.pool_early == ((True,) * 4 if signs == "positive" else (False,) * 4)
         np.testing.assert_allclose(net(x).numpy(), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [2, 4])
+def test_max_pool_is_torch_max_pool_with_ragged_edges_dropped(layout: torch.memory_format, size: int) -> None:
+    x = torch.randn(2, 5, 37, 42).contiguous(memory_format=layout)
+    np.testing.assert_array_equal(max_pool(x, size).numpy(), torch.nn.functional.max_pool2d(x, size).numpy())
 
 
 def test_reference_is_not_blind_to_a_wrong_layer_mapping(models_dir: Path) -> None:

@@ -124,8 +124,13 @@ class _Inception(nn.Module):
         branches = [max_pool(b, pool) for b in (first, self.b2_2.conv(second), self.b3_2.conv(third))]
         last = max_pool(_planar_conv(self.b4_2.conv, fourth), pool)
         branches.append(last.contiguous(memory_format=_memory_format(x)))
+        # torch.cat takes its layout from the first branch, whose single channel reads as NCHW: written into
+        # a map of the input's layout instead, the layers after it stay channels-last (they ran NCHW, slower)
+        n, _, h, w = branches[0].shape
+        out = torch.empty(n, self.out_channels, h, w, dtype=x.dtype, device=x.device,
+                          memory_format=_memory_format(x))
         # ReLU commutes with max pooling, so the 3x3 branches take theirs after it (``first`` has its own)
-        return torch.relu_(torch.cat(branches, dim=1))
+        return torch.relu_(torch.cat(branches, dim=1, out=out))
 
     def convs(self) -> list[nn.Conv2d]:
         """In the order Keras created them (the order the weight file numbers them)."""

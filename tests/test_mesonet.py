@@ -66,9 +66,9 @@ def _keras_order(net: Meso4Net | MesoInception4Net, x: torch.Tensor) -> torch.Te
 @pytest.mark.parametrize("layout", ["nchw", "channels-last"])
 def test_reordered_forward_equals_keras_order(network: type, signs: str, layout: str) -> None:
     """Random weights (so only agreement is asserted): the port pools before ReLU and BatchNorm where every
-    BatchNorm scale is >= 0 (the paper's weights) and merges the inception 1x1 convolutions (through oneDNN
-    on a channels-last map, the detectors' layout); with a negative scale it keeps Keras' order. Either way
-    the output is the layer-by-layer one."""
+    BatchNorm scale is >= 0 (the paper's weights), pools each inception branch before concatenating, runs
+    the 1x1 convolutions through oneDNN on a channels-last map (the detectors' layout) and the dilated-3 one
+    NCHW; with a negative scale it keeps Keras' order. Either way the output is the layer-by-layer one."""
     torch.manual_seed(3)
     net = network().eval()
     for bn in net.bns:

@@ -113,23 +113,26 @@ class _Inception(nn.Module):
     def forward(self, x: torch.Tensor, pool: int = 1) -> torch.Tensor:
         """The four branches, concatenated; with ``pool``, each max-pooled first (the same values as pooling
         the concatenation, which then copies a quarter of them)."""
-        # The four 1x1 convolutions read the same input: as one convolution with their filters stacked
-        # (the same sums, one pass over the full-size input instead of four), then split by branch.
-        entry = [self.b1.conv, self.b2_1.conv, self.b3_1.conv, self.b4_1.conv]
-        weight = torch.cat([c.weight for c in entry])
-        bias = torch.cat([c.bias for c in entry])  # type: ignore[misc]
-        first, second, third, fourth = torch.relu_(conv1x1(x, weight, bias)).split(
-            [c.out_channels for c in entry], dim=1
-        )
-        branches = [max_pool(b, pool) for b in (first, self.b2_2.conv(second), self.b3_2.conv(third))]
-        last = max_pool(_planar_conv(self.b4_2.conv, fourth), pool)
-        branches.append(last.contiguous(memory_format=_memory_format(x)))
+        # Each branch's 1x1 convolution on its own, into a map of its own. Stacked into one convolution and
+        # split, the 3x3 convolutions got channel slices of one map, which they copied whole first: on the
+        # full-size map those copies cost more than reading the 3-channel input four times (~+25 % crops/s).
+        def entry(conv: nn.Conv2d) -> torch.Tensor:
+            return torch.relu_(conv1x1(x, conv.weight, conv.bias))  # type: ignore[arg-type]
+
+        branches = [
+            max_pool(entry(self.b1.conv), pool),
+            max_pool(self.b2_2.conv(entry(self.b2_1.conv)), pool),
+            max_pool(self.b3_2.conv(entry(self.b3_1.conv)), pool),
+            max_pool(_planar_conv(self.b4_2.conv, entry(self.b4_1.conv)), pool).contiguous(
+                memory_format=_memory_format(x)
+            ),
+        ]
         # torch.cat takes its layout from the first branch, whose single channel reads as NCHW: written into
         # a map of the input's layout instead, the layers after it stay channels-last (they ran NCHW, slower)
         n, _, h, w = branches[0].shape
         out = torch.empty(n, self.out_channels, h, w, dtype=x.dtype, device=x.device,
                           memory_format=_memory_format(x))
-        # ReLU commutes with max pooling, so the 3x3 branches take theirs after it (``first`` has its own)
+        # ReLU commutes with max pooling, so the 3x3 branches take theirs after it (the 1x1 one has its own)
         return torch.relu_(torch.cat(branches, dim=1, out=out))
 
     def convs(self) -> list[nn.Conv2d]:

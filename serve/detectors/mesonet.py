@@ -38,9 +38,9 @@ BN_EPS = 1e-3
 LEAKY_SLOPE = 0.1
 # Crops per forward pass on the CPU. The first maps are full-size (256x256, up to 11 channels, a few MB a
 # crop): for a few crops they stay in the caches between layers, for 32 they do not, and a pass over 32 ran
-# 25-40 % fewer crops a second than four passes over 8 (2-core machine, 16 MB L3). With two replicas
-# sharing that L3, MesoInception ran ~112 crops/s a replica in passes of 4, ~95 in passes of 8 (Meso4 the
-# same either way). A GPU wants big batches.
+# 25-40 % fewer crops a second than four passes over 8 (2-core machine, 16 MB L3). Passes of 4 looked better
+# with two detector processes alone, but through Serve (four replicas on the two cores) they gave 215-218
+# detector-crops/s against 230-244 for passes of 8. A GPU wants big batches.
 CPU_CHUNK = 8
 
 

@@ -116,6 +116,8 @@ class _Inception(nn.Module):
         # Each branch's 1x1 convolution on its own, into a map of its own. Stacked into one convolution and
         # split, the 3x3 convolutions got channel slices of one map, which they copied whole first: on the
         # full-size map those copies cost more than reading the 3-channel input four times (~+25 % crops/s).
+        layout = _memory_format(x)
+
         def entry(conv: nn.Conv2d) -> torch.Tensor:
             return torch.relu_(conv1x1(x, conv.weight, conv.bias))  # type: ignore[arg-type]
 
@@ -123,15 +125,12 @@ class _Inception(nn.Module):
             max_pool(entry(self.b1.conv), pool),
             max_pool(self.b2_2.conv(entry(self.b2_1.conv)), pool),
             max_pool(self.b3_2.conv(entry(self.b3_1.conv)), pool),
-            max_pool(_planar_conv(self.b4_2.conv, entry(self.b4_1.conv)), pool).contiguous(
-                memory_format=_memory_format(x)
-            ),
+            max_pool(_planar_conv(self.b4_2.conv, entry(self.b4_1.conv)), pool).contiguous(memory_format=layout),
         ]
         # torch.cat takes its layout from the first branch, whose single channel reads as NCHW: written into
         # a map of the input's layout instead, the layers after it stay channels-last (they ran NCHW, slower)
         n, _, h, w = branches[0].shape
-        out = torch.empty(n, self.out_channels, h, w, dtype=x.dtype, device=x.device,
-                          memory_format=_memory_format(x))
+        out = torch.empty(n, self.out_channels, h, w, dtype=x.dtype, device=x.device, memory_format=layout)
         # ReLU commutes with max pooling, so the 3x3 branches take theirs after it (the 1x1 one has its own)
         return torch.relu_(torch.cat(branches, dim=1, out=out))
 

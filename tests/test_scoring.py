@@ -212,6 +212,20 @@ def test_frames_in_one_batch_find_the_faces_they_find_one_by_one(models_dir: Pat
     assert detect_faces_batch([]) == []
 
 
+def test_one_opencv_thread_finds_the_same_faces_and_restores_the_setting(models_dir: Path) -> None:
+    import cv2
+
+    from deepwatch.media.faces import detect_faces
+
+    frame = face_scene(face_image(models_dir), size=(640, 360), at=(200, 60), side=220)
+    before = cv2.getNumThreads()
+    default, single = detect_faces(frame, min_confidence=0.5), detect_faces(frame, min_confidence=0.5, threads=1)
+    assert len(default) == len(single) >= 1
+    for a, b in zip(default, single, strict=True):
+        assert (a.x, a.y, a.w, a.h) == (b.x, b.y, b.w, b.h) and a.confidence == pytest.approx(b.confidence, abs=1e-4)
+    assert cv2.getNumThreads() == before
+
+
 def test_the_face_network_is_safe_to_share_between_threads(models_dir: Path) -> None:
     # An API scoring in its thread pool while another thread fingerprints share one network; interleaved
     # setInput/forward calls used to fail inside OpenCV ("flags & FIXED_TYPE").
@@ -233,7 +247,7 @@ def test_the_face_network_is_safe_to_share_between_threads(models_dir: Path) -> 
 
     threads = [threading.Thread(target=run, args=(lambda: detect_faces_batch(big),)),
                threading.Thread(target=run, args=(lambda: detect_faces(small),)),
-               threading.Thread(target=run, args=(lambda: detect_faces(small),))]
+               threading.Thread(target=run, args=(lambda: detect_faces(small, threads=1),))]
     for t in threads:
         t.start()
     for t in threads:

@@ -299,7 +299,10 @@ def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFi
             from deepwatch.media.faces import detect_faces
 
             big = sample.rgb(FACE_SIDE)
-            boxes = detect_faces(big, min_confidence=options.face_confidence, input_side=options.face_input_px)
+            # one thread, as for decoding: the target is CPU time, and the worker runs items in parallel
+            boxes = detect_faces(
+                big, min_confidence=options.face_confidence, input_side=options.face_input_px, threads=1
+            )
             # a face cut by the frame's edge shows differently in every crop of it: no evidence either way
             boxes = [b for b in boxes if not b.cut][:MAX_FACES_PER_FRAME]
             faces.extend(face_hashes(sample.t, big, boxes, (sample.width, sample.height)))

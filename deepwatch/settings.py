@@ -181,11 +181,9 @@ class Settings(BaseSettings):
         4, ge=1, le=100, description="tries of a fetch that fails transiently before the URL is dead-lettered"
     )
     worker_batch_max: int = Field(
-        500, ge=1, le=10_000, description="events the worker takes from Kafka at once; a run of URL hits among "
-        "them is one index write"
-    )
-    worker_batch_wait_s: float = Field(
-        0.05, gt=0, le=5, description="how long the worker waits for a batch to fill before it handles what it has"
+        10_000, ge=1, le=100_000, description="events of one fetch from Kafka the worker handles together: the URL "
+        "hits among them are one index write, each record written once however many of them repost its URLs; "
+        "fewer hold less in memory and publish the first results of a backlog sooner"
     )
     worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
     worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")

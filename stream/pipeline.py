@@ -12,7 +12,7 @@
 
 Failures. Our own services (index, object store, scoring API) failing is transient whatever the
 error: the stage retries with backoff until it works, so the event is never skipped and, since the
-agent does not move on, never committed. The media failing for good (NotFound, Forbidden, Blocked,
+worker does not move on, never committed. The media failing for good (NotFound, Forbidden, Blocked,
 TooLarge, TooLong, Corrupt, Unsupported, a 422 from the API) is permanent: the URL gets a
 :class:`~deepwatch.contracts.UrlFailure` document (``failures/<sha256 of URL>.json`` in the object
 store: there is no media id for bytes that never arrived) and the event a dead letter with stage and

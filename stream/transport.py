@@ -45,13 +45,20 @@ kept its read offset as "the last offset read" except right after a seek, where 
 and so could not tell a one-record hole after a seek. It also hands a record out by stepping Faust's
 callback once in place; only a callback that has to wait goes through ``wait_first`` as before (which
 made four futures for every record: a third of a URL hit's time). The rest of the loop is Faust's.
+
+Batch handlers. A topic named in ``Transport.batch_handlers`` does not go to Faust's streams: the loop
+collects its records of one fetch, in order, and awaits its handler with them before it fetches again,
+then acknowledges them. Each is tracked as taken when collected, as Faust's conductor does before a
+stream gets it, so a rebalance waits for the batch in hand and no commit passes a record before its
+batch is handled; collecting counts as handing out for the expected offsets above. A handler that is
+cancelled (the worker stopping) leaves its batch unacknowledged, to be read again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -63,6 +70,8 @@ from mode import Service
 log = logging.getLogger(__name__)
 
 HOLE_READS = 2  # fetches from the hole's start that must find it before it is taken as real
+
+BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 
 
 async def finish_coroutine(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -227,6 +236,7 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust's loop (``Fetcher`` runs it), keeping ``_next`` instead of checking read offsets, and handing
         a record out in place unless it has to wait."""
         callback = self.callback
+        batch_handler_for = cast(Transport, self.transport).batch_handlers.get
         acked_topic = self.app.topics.acks_enabled_for
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -240,6 +250,7 @@ class Consumer(faust_aiokafka.Consumer):
                 # Sleeping because sometimes getmany is called in a loop never releasing to the event loop
                 await self.sleep(0)
                 if not self.should_stop:
+                    batches: dict[BatchHandler, list[Message]] = {}
                     async for tp, message in records:
                         num_since_yield += 1
                         if num_since_yield > 100:
@@ -248,6 +259,13 @@ class Consumer(faust_aiokafka.Consumer):
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
+                        batch_handler = batch_handler_for(tp.topic)
+                        if batch_handler is not None:
+                            self.track_message(message)
+                            batches.setdefault(batch_handler, []).append(message)
+                            expected[tp] = message.offset + 1  # no await since getmany checked it
+                            read_offset[tp] = message.offset
+                            continue
                         seeks = self._seeks
                         handing = callback(message)
                         try:
@@ -270,6 +288,10 @@ class Consumer(faust_aiokafka.Consumer):
                             expected[tp] = message.offset + 1
                         if done or not acked_topic(tp.topic):  # changelogs: as Faust did
                             read_offset[tp] = message.offset
+                    for batch_handler, messages in batches.items():
+                        await batch_handler(messages)
+                        for message in messages:
+                            self.ack(message)
                     self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -290,3 +312,7 @@ class Consumer(faust_aiokafka.Consumer):
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_handlers: dict[str, BatchHandler] = {}  # topic -> what its records of one fetch go to

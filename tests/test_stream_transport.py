@@ -2,8 +2,9 @@
 
 Faust's aiokafka consumer is replaced below it by a stand-in that returns the batches a test names and
 records the seeks made; everything above it (which records are handed out, where a partition is sought
-back to, when a hole is passed over) is the real code. The worker-level proofs that no record is lost
-are tests/test_stream_restart.py, test_stream_chaos.py and test_stream_rebalance.py, on a real broker.
+back to, when a hole is passed over, how a batch topic's records go to their handler) is the real code.
+The worker-level proofs that no record is lost are tests/test_stream_restart.py, test_stream_chaos.py
+and test_stream_rebalance.py, on a real broker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from stream.transport import HOLE_READS, Consumer
 URLS, CHANGELOG = "deepwatch.urls", "deepwatch-handled-changelog"
 
 
+class Record(SimpleNamespace):
+    """A fetched record as the consumer reads it."""
+
+    def __hash__(self) -> int:  # taken records are kept in a set (Faust's is a WeakSet)
+        return id(self)
+
+
 class Harness:
     """A ``stream.transport.Consumer`` over scripted batches, without Kafka or a Faust app."""
 
@@ -36,13 +44,14 @@ class Harness:
             for i, (tp, offset) in enumerate(harness.batches.pop(0)):
                 if i in harness.during_batch:
                     await harness.during_batch.pop(i)()
-                yield tp, SimpleNamespace(offset=offset, topic=tp.topic)
+                yield tp, Record(offset=offset, topic=tp.topic, tp=tp, acked=False)
 
         async def committed_seek(consumer: Consumer) -> dict[TP, int]:
             return dict(harness.committed)
 
         monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", scripted_getmany)
         monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed_seek)
+        self.monkeypatch = monkeypatch
         self.committed: dict[TP, int] = {}
         consumer = Consumer.__new__(Consumer)
         consumer.app = SimpleNamespace(consumer_generation_id=1,
@@ -166,3 +175,74 @@ def test_a_stepped_coroutine_is_finished_as_a_task_would() -> None:
 
     assert asyncio.run(scenario()) == ("delivered", True)
     assert log == ["started", "finally", "started", "finally"]
+
+
+class Drain:
+    """The harness's consumer run through ``_drain_messages`` for the batches given, a batch handler on URLS."""
+
+    def __init__(self, harness: Harness, fail: bool = False) -> None:
+        self.harness, self.fail = harness, fail
+        self.handed: list[list[tuple[TP, int]]] = []
+        self.unacked_while_handling: list[set[int]] = []
+        self.one_by_one: list[tuple[TP, int]] = []
+        consumer = harness.consumer
+        stopped = asyncio.Event()
+        self.stopped = stopped
+        original = faust_aiokafka.Consumer.getmany
+
+        async def getmany_then_stop(c: Consumer, timeout: float):  # type: ignore[no-untyped-def]
+            async for item in original(c, timeout):
+                yield item
+            if not harness.batches:
+                stopped.set()
+
+        harness.monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", getmany_then_stop)
+
+        async def handler(messages: list[Any]) -> None:
+            self.unacked_while_handling.append({m.offset for m in consumer._unacked_messages})
+            if self.fail:
+                raise RuntimeError("the pipeline failed")
+            self.handed.append([(m.tp, m.offset) for m in messages])
+
+        async def callback(message: Any) -> None:
+            self.one_by_one.append((message.tp, message.offset))
+
+        async def no_sleep(seconds: float) -> None:
+            return None
+
+        consumer.transport = SimpleNamespace(batch_handlers={URLS: handler}, app=SimpleNamespace(should_stop=True))
+        consumer.callback = callback
+        consumer._stopped, consumer._crashed = stopped, asyncio.Event()
+        consumer.log = SimpleNamespace(exception=lambda *args: None)
+        consumer.sleep = no_sleep
+        consumer._commit_every = None
+        consumer.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        consumer._unacked_messages = set()
+        consumer._on_message_in = lambda tp, offset, message: None
+        consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
+        consumer._n_acked, consumer._waiting_for_ack = 0, None
+        consumer.consumer_stopped_errors = ()
+
+    def run(self, *batches: list[tuple[TP, int]]) -> None:
+        self.harness.batches.extend(list(b) for b in batches)
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        asyncio.run(self.harness.consumer._drain_messages(fetcher))
+
+
+def test_a_batch_topic_goes_to_its_handler_once_a_fetch_and_is_acknowledged_after(harness: Harness) -> None:
+    drain = Drain(harness)
+    drain.run([(P0, 0), (C0, 4), (P0, 1), (P0, 2)], [(P0, 3)])
+    assert drain.handed == [[(P0, 0), (P0, 1), (P0, 2)], [(P0, 3)]]  # in order, one call a fetch
+    assert drain.one_by_one == [(C0, 4)]  # other topics still go to Faust's streams
+    # taken but not acknowledged while the handler runs (a rebalance waits for them, no commit passes them)
+    assert drain.unacked_while_handling == [{0, 1, 2}, {3}]
+    assert harness.consumer._acked[P0] == [0, 1, 2, 3] and not harness.consumer._unacked_messages
+    assert harness.consumer._next[P0] == 4
+
+
+def test_a_failed_batch_is_not_acknowledged(harness: Harness) -> None:
+    drain = Drain(harness, fail=True)
+    with pytest.raises(RuntimeError, match="the pipeline failed"):
+        drain.run([(P0, 0), (P0, 1)])
+    assert not harness.consumer._acked[P0]  # read again after the restart the crash leads to
+    assert {m.offset for m in harness.consumer._unacked_messages} == {0, 1}

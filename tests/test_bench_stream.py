@@ -14,7 +14,13 @@ def test_quick_bench_document() -> None:
     document = run(quick=True)
 
     assert document["benchmark"] == "stream" and set(document["machine"]) == {"cpus", "python", "gpu"}
-    (entry,) = document["results"]
+    reposts, distinct = document["results"]
+    assert reposts["params"]["reposts_per_known_url"] == 10 and distinct["params"]["reposts_per_known_url"] == 1
+    for entry in (reposts, distinct):
+        check_entry(entry)
+
+
+def check_entry(entry: dict) -> None:  # type: ignore[type-arg]
     assert entry["unit"] == "events/s" and entry["better"] == "higher" and entry["target"] == 10_000
     assert entry["value"] > 0 and entry["peer"]["value"] > 0 and "aiokafka" in entry["peer"]["name"]
     assert entry["ratio"] == round(entry["value"] / entry["peer"]["value"], 4)

@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     worker_batch_max: int = Field(
         10_000, ge=1, le=100_000, description="events of one fetch from Kafka the worker handles together: the URL "
         "hits among them are one index write, each record written once however many of them repost its URLs; "
-        "fewer hold less in memory and publish the first results of a backlog sooner"
+        "fewer hold less in memory, publish the first results of a backlog sooner and poll Kafka more often (a "
+        "batch must be handled within Faust's broker_max_poll_interval, 1000 s: new media take seconds each)"
     )
     worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
     worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")

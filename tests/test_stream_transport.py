@@ -187,7 +187,6 @@ class Drain:
         self.one_by_one: list[tuple[TP, int]] = []
         consumer = harness.consumer
         stopped = asyncio.Event()
-        self.stopped = stopped
         original = faust_aiokafka.Consumer.getmany
 
         async def getmany_then_stop(c: Consumer, timeout: float):  # type: ignore[no-untyped-def]
@@ -210,7 +209,7 @@ class Drain:
         async def no_sleep(seconds: float) -> None:
             return None
 
-        consumer.transport = SimpleNamespace(batch_handlers={URLS: handler}, app=SimpleNamespace(should_stop=True))
+        consumer.transport = SimpleNamespace(batch_handlers={URLS: handler})
         consumer.callback = callback
         consumer._stopped, consumer._crashed = stopped, asyncio.Event()
         consumer.log = SimpleNamespace(exception=lambda *args: None)

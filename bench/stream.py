@@ -6,8 +6,10 @@ already knows (``urls`` records, each event a repost of one of them, half with a
 two mixes: each known URL reposted 10 times a run, and every event of a run a different known URL.
 Each event is validated, looked up (the handled-URL table, or the index the first time a URL comes),
 adds its sighting to the record and publishes a ``ScoredMedia``: no fetch, no scoring. The worker is
-started on a full backlog, so its rate is measured from the timestamps of the results it published
-(first to last of a run), leaving its start-up out. Every result is checked to be a ``url`` hit.
+started on a full backlog, so its rate is measured from the moment it began handling its first fetch (the
+line it logs then) to the timestamp of the last result it published, leaving its start-up out and every
+batch in (the first results come only after a whole batch's index write). Every result is checked to be
+a ``url`` hit.
 
 The peer, measured in the same run on the same event bytes (copied to a topic of its own): a bare
 aiokafka consumer reading every partition from the start and checking each key against an in-memory
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -104,9 +107,22 @@ def start_worker(bootstrap: str, data_dir: Path, run: int) -> ManagedProcess:
     return proc.start()
 
 
+FIRST_FETCH = re.compile(rb"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \d+ records of "
+                         + re.escape(TOPIC_URLS.encode()) + rb" from one fetch", re.MULTILINE)
+
+
+def first_fetch_ms(log_path: Path) -> int:
+    """When the worker logged that it began handling its first fetch (each run's worker has a log of its own)."""
+    found = FIRST_FETCH.search(log_path.read_bytes())
+    if found is None:
+        raise RuntimeError(f"the worker's log has no line for its first fetch: {log_path}")
+    local = datetime.strptime(found.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f")  # the worker's local time
+    return round(local.timestamp() * 1000)
+
+
 def ours_once(consumer: KafkaConsumer, proc: ManagedProcess, traces: set[str], timeout_s: float) -> float:
-    """Read the running worker's results until every event in ``traces`` has one; events/s from the
-    timestamps of their first results (first to last). At-least-once: an event redelivered after a
+    """Read the running worker's results until every event in ``traces`` has one; events/s from the start of
+    its first fetch's handling to its last first result. At-least-once: an event redelivered after a
     restart or a rebalance is published again, so results are told apart by trace id."""
     stamps: dict[str, int] = {}
     end = time.monotonic() + timeout_s
@@ -120,8 +136,8 @@ def ours_once(consumer: KafkaConsumer, proc: ManagedProcess, traces: set[str], t
                     raise RuntimeError(f"{r.canonical_url} was a {r.dedup!r}, not a URL hit")
                 if r.trace_id in traces:
                     stamps.setdefault(r.trace_id, m.timestamp)
-    first, last = min(stamps.values()), max(stamps.values())
-    return (len(traces) - 1) / max((last - first) / 1000, 1e-3)
+    began = first_fetch_ms(proc.log_path)
+    return len(traces) / max((max(stamps.values()) - began) / 1000, 1e-3)
 
 
 async def peer_once(bootstrap: str, topic: str, n: int, known: set[bytes]) -> float:

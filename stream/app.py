@@ -25,8 +25,8 @@ import gc
 import logging
 import os
 import weakref
-from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Protocol
 
 import faust
 from faust.streams import _current_event  # the stream's current event, which table writes read
@@ -46,6 +46,7 @@ from deepwatch.partition import DefaultPartitioner
 from deepwatch.settings import Settings
 from stream.metrics import CONTENT_TYPE, StreamMetrics
 from stream.records import Position
+from stream.results import ResultBatches
 from stream.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -165,32 +166,29 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     handled = BatchTable(table)
     metrics = getattr(pipeline, "metrics", None) or StreamMetrics()
 
-    unacknowledged: list[Awaitable[Any]] = []  # results of the batch in hand: sent, not yet acknowledged
+    # Straight to the producer, in record batches (stream.results): Faust's Topic.send costs as much again per
+    # message (futures, sensors, callbacks), and it does not hold a commit back until the message is written.
+    pending_results = ResultBatches(lambda: app.producer._ensure_producer(), TOPIC_RESULTS)
     results_declared = False
 
-    async def publish_result(result: ScoredMedia) -> None:
-        # Straight to the producer: Faust's Topic.send costs as much again per message (futures, sensors,
-        # callbacks), and it does not hold a commit back until the message is written (settle_results does).
+    async def publish_results(found: Sequence[ScoredMedia]) -> None:
         nonlocal results_declared
         if not results_declared:  # what Topic.send did first (creates the topic where the broker does not)
             await results.maybe_declare()
             results_declared = True
-        unacknowledged.append(
-            await app.producer.send(TOPIC_RESULTS, result.media_id.encode(), result.to_json(), None, None, None)
-        )
+        for result in found:
+            await pending_results.add(result.media_id.encode(), result.to_json())
+        await pending_results.send()  # out now, not at the end of the batch: scoring new media takes a while
 
     async def settle_results() -> None:
-        """Wait until the broker has every result sent for the batch in hand. The batch's events are
-        acknowledged after this, so no commit passes an event whose result could still be lost."""
-        if unacknowledged:
-            sent = unacknowledged[:]
-            unacknowledged.clear()
-            await asyncio.gather(*sent)
+        """Wait until the broker has every result of the batch in hand. The batch's events are acknowledged
+        after this, so no commit passes an event whose result could still be lost."""
+        await pending_results.settle()
 
     async def publish_dead_letter(letter: DeadLetter) -> None:
         await dlq.send(key=(letter.key or "").encode() or None, value=letter.to_json())
 
-    chosen: Pipeline = pipeline or _real_pipeline(settings, handled, publish_result, publish_dead_letter, metrics)
+    chosen: Pipeline = pipeline or _real_pipeline(settings, handled, publish_results, publish_dead_letter, metrics)
 
     async def handle_one(discovered: UrlDiscovered, position: Position, message: Message) -> str:
         """One event on its own, tried a few times before a bug in its path dead-letters it."""
@@ -267,7 +265,7 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     return app
 
 
-def _real_pipeline(settings: Settings, handled, publish_result, publish_dead_letter, metrics) -> Pipeline:  # type: ignore[no-untyped-def]
+def _real_pipeline(settings: Settings, handled, publish_results, publish_dead_letter, metrics) -> Pipeline:  # type: ignore[no-untyped-def]
     from storage.index import open_index
     from storage.objects import open_object_store
     from stream.pipeline import StreamPipeline
@@ -279,7 +277,7 @@ def _real_pipeline(settings: Settings, handled, publish_result, publish_dead_let
         store=open_object_store(settings),
         scorer=ScoringClient.from_settings(settings),
         handled=handled,
-        publish_result=publish_result,
+        publish_results=publish_results,
         publish_dead_letter=publish_dead_letter,
         metrics=metrics,
     )

@@ -107,7 +107,7 @@ class StreamPipeline:
         store: ObjectStore,
         scorer: ScoringClient,
         handled: MutableMapping[str, str],
-        publish_result: Callable[[ScoredMedia], Awaitable[Any]],
+        publish_results: Callable[[Sequence[ScoredMedia]], Awaitable[Any]],
         publish_dead_letter: Callable[[DeadLetter], Awaitable[Any]],
         metrics: StreamMetrics | None = None,
     ):
@@ -116,7 +116,7 @@ class StreamPipeline:
         self.store = store
         self.scorer = scorer
         self.handled = handled
-        self.publish_result = publish_result
+        self.publish_results = publish_results  # sends them now; the caller waits for the broker once a batch
         self.publish_dead_letter = publish_dead_letter
         self.metrics = metrics or StreamMetrics()
         self.limits = FetchLimits.from_settings(settings)
@@ -177,6 +177,7 @@ class StreamPipeline:
             return []
         records = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
         done: list[bool] = []
+        results: list[ScoredMedia] = []
         for hit, record in zip(hits, records, strict=True):
             if record is None:
                 # The table (or the content search) names a record the index no longer has (an index
@@ -187,8 +188,9 @@ class StreamPipeline:
                 continue
             if self.handled.get(hit.event.canonical_url) != record.media_id:  # a table write is a changelog message
                 self.handled[hit.event.canonical_url] = record.media_id
-            await self.publish_result(result_of(record, hit.event, dedup))
+            results.append(result_of(record, hit.event, dedup))
             done.append(True)
+        await self.publish_results(results)
         self.metrics.dedup.labels(dedup).inc(sum(done))
         return done
 
@@ -304,7 +306,7 @@ class StreamPipeline:
         self.metrics.events.labels("record").inc()
         stored = await self._service("record", self.index.upsert, record)
         self.handled[event.canonical_url] = stored.media_id
-        await self.publish_result(result_of(stored, event, record.dedup))
+        await self.publish_results([result_of(stored, event, record.dedup)])
 
     # --- failures ---------------------------------------------------------------------------------
     async def _fail(self, event: UrlDiscovered, position: Position | None, sighting: Any, failure: Permanent) -> None:

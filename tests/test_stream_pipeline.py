@@ -82,14 +82,14 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     letters: list[DeadLetter] = []
     handled: dict[str, str] = {}
 
-    async def on_result(r: ScoredMedia) -> None:
-        results.append(r)
+    async def on_results(found: list[ScoredMedia]) -> None:
+        results.extend(found)
 
     async def on_letter(d: DeadLetter) -> None:
         letters.append(d)
 
     pipeline = StreamPipeline(settings, index=index, store=store, scorer=scorer, handled=handled,  # type: ignore[arg-type]
-                              publish_result=on_result, publish_dead_letter=on_letter)
+                              publish_results=on_results, publish_dead_letter=on_letter)
     plan = [
         (event(site, "/a.jpg"), "scored"),
         (event(site, "/a.jpg?utm_source=feed", canonical="/a.jpg", hours=1), "url"),

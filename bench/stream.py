@@ -20,6 +20,7 @@ each on a fresh backlog (the worker stopped in between).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -140,15 +142,24 @@ def ours_once(consumer: KafkaConsumer, proc: ManagedProcess, traces: set[str], t
     return len(traces) / max((max(stamps.values()) - began) / 1000, 1e-3)
 
 
-async def peer_once(bootstrap: str, topic: str, n: int, known: set[bytes]) -> float:
+@contextlib.asynccontextmanager
+async def reading_from_start(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[Any]:
+    """An aiokafka consumer (no group) with every partition of ``topic`` assigned and sought to its start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def peer_once(bootstrap: str, topic: str, n: int, known: set[bytes]) -> float:
+    async with reading_from_start(bootstrap, topic, PARTITIONS) as consumer:
         seen = hits = 0
         begin = time.perf_counter()  # from the seek: the fetches are part of the loop's cost
         while seen < n:
@@ -158,8 +169,6 @@ async def peer_once(bootstrap: str, topic: str, n: int, known: set[bytes]) -> fl
                     seen += 1
                     hits += m.key in known
         seconds = time.perf_counter() - begin
-    finally:
-        await consumer.stop()
     if hits != n:
         raise RuntimeError(f"the peer found {hits} of {n} keys")
     return n / seconds

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
+from bench.stream import reading_from_start
 from deepwatch.embedded.broker import ensure_topics
 from deepwatch.partition import partition_for
 from stream.results import ResultBatches
@@ -22,19 +23,12 @@ def test_results_arrive_once_on_their_default_partition_in_order(kafka_bootstrap
     sent = [(f"media-{i % 97:04d}".encode(), f'{{"n": {i}, "pad": "{"x" * 300}"}}'.encode()) for i in range(2_000)]
 
     async def read_all() -> dict[int, list[tuple[bytes, bytes]]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            got: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(PARTITIONS)}
+        got: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(PARTITIONS)}
+        async with reading_from_start(kafka_bootstrap, topic, PARTITIONS) as consumer:
             while fetched := await consumer.getmany(timeout_ms=1_000):
                 for tp, records in fetched.items():
                     got[tp.partition] += [(r.key, r.value) for r in records]
-            return got
-        finally:
-            await consumer.stop()
+        return got
 
     async def publish_then_read() -> dict[int, list[tuple[bytes, bytes]]]:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")

@@ -180,11 +180,6 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             await pending_results.add(result.media_id.encode(), result.to_json())
         await pending_results.send()  # out now, not at the end of the batch: scoring new media takes a while
 
-    async def settle_results() -> None:
-        """Wait until the broker has every result of the batch in hand. The batch's events are acknowledged
-        after this, so no commit passes an event whose result could still be lost."""
-        await pending_results.settle()
-
     async def publish_dead_letter(letter: DeadLetter) -> None:
         await dlq.send(key=(letter.key or "").encode() or None, value=letter.to_json())
 
@@ -237,7 +232,9 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
             log.exception("a batch of %d events failed; handling them one at a time", len(valid))
             outcomes = [await handle_one(d, p, m) for d, p, m in valid]
-        await settle_results()
+        # The broker has every result of the batch before its events are acknowledged: no commit passes an
+        # event whose result could still be lost.
+        await pending_results.settle()
         if valid and log.isEnabledFor(logging.INFO):
             # One record per batch, a line per event: formatting each alone cost a tenth of the hit path.
             log.info("\n".join(f"{p.topic}[{p.partition}]@{p.offset} {d.canonical_url}: {outcome}"

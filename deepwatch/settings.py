@@ -183,8 +183,13 @@ class Settings(BaseSettings):
     worker_batch_max: int = Field(
         10_000, ge=1, le=100_000, description="events of one fetch from Kafka the worker handles together: the URL "
         "hits among them are one index write, each record written once however many of them repost its URLs; "
-        "fewer hold less in memory, publish the first results of a backlog sooner and poll Kafka more often (a "
-        "batch must be handled within Faust's broker_max_poll_interval, 1000 s: new media take seconds each)"
+        "fewer hold less in memory and publish the first results of a backlog sooner"
+    )
+    worker_batch_budget_s: float = Field(
+        300.0, gt=0, le=900, description="the worker starts no new event of a batch after this long and reads the "
+        "rest again with its next fetches: Kafka puts a consumer that does not fetch for Faust's "
+        "broker_max_poll_interval (1000 s) out of its group, and new media take seconds each (the event under way "
+        "when the budget runs out is finished, so leave it room)"
     )
     worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
     worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")

@@ -24,6 +24,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 import weakref
 from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Protocol
@@ -57,8 +58,11 @@ class Pipeline(Protocol):
 
     async def process(self, event: UrlDiscovered, position: Position | None = None) -> object: ...
 
-    async def process_many(self, events: Sequence[tuple[UrlDiscovered, Position | None]]) -> Sequence[object]:
-        """The events of one batch, in order; their outcomes in that order."""
+    async def process_many(
+        self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None = None
+    ) -> Sequence[object]:
+        """The events of one batch, in order; their outcomes in that order. Past ``deadline`` (``time.monotonic``)
+        it starts no new costly event and returns the outcomes of those handled, the first of them at least."""
         ...
 
 
@@ -202,36 +206,60 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
                 await asyncio.sleep(attempt)
         raise AssertionError("unreachable")
 
-    async def handle_batch(messages: Sequence[Message]) -> None:
-        """The records of ``deepwatch.urls`` from one fetch, in ``worker_batch_max`` at most at a time; the
-        consumer acknowledges them when this returns."""
+    async def handle_batch(messages: Sequence[Message]) -> int:
+        """The records of ``deepwatch.urls`` from one fetch, in ``worker_batch_max`` at most at a time, until
+        ``worker_batch_budget_s`` has passed; returns how many, from the first, were handled (the consumer
+        acknowledges those and reads the rest again)."""
         log.info("%d records of %s from one fetch", len(messages), TOPIC_URLS)  # the benchmark times from here
-        for start in range(0, len(messages), settings.worker_batch_max):
-            await handle_records(messages[start : start + settings.worker_batch_max])
+        deadline = time.monotonic() + settings.worker_batch_budget_s
+        handled = 0
+        while handled < len(messages):
+            chunk = messages[handled : handled + settings.worker_batch_max]
+            done = await handle_records(chunk, deadline)
+            handled += done
+            if done < len(chunk) or time.monotonic() > deadline:
+                break
+        if handled < len(messages):
+            log.info("handled %d of %d records within %.0f s; the rest is read again", handled, len(messages),
+                     settings.worker_batch_budget_s)
+        return handled
 
-    async def handle_records(messages: Sequence[Message]) -> None:
+    async def handle_records(messages: Sequence[Message], deadline: float | None = None) -> int:
+        """Validate and handle ``messages``; returns how many, from the first, were handled (fewer than all only
+        when ``deadline`` passed)."""
         valid: list[tuple[UrlDiscovered, Position, Message]] = []
+        invalid: list[tuple[int, DeadLetter]] = []  # index in messages, its letter
+        at: list[int] = []  # index in messages of each valid event
         metrics.events.labels("validate").inc(len(messages))  # once a batch: labels() costs as much as a lookup
-        for message in messages:
+        for index, message in enumerate(messages):
             try:
                 discovered = parse(UrlDiscovered, message.value or b"")
             except ContractError as exc:
                 letter = dead_letter(message.value, message.key, stage="validate", error=exc, topic=message.topic,
                                      partition=message.partition, offset=message.offset)
-                metrics.dead_letters.labels("validate").inc()
-                await dlq.send(key=message.key, value=letter.to_json())
-                log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
+                invalid.append((index, letter))
                 continue
             position = Position(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
             valid.append((discovered, position, message))
+            at.append(index)
         handled.messages = {d.canonical_url: m for d, _, m in valid}
         try:
-            outcomes = [str(o) for o in await chosen.process_many([(d, p) for d, p, _ in valid])]
+            outcomes = [str(o) for o in await chosen.process_many([(d, p) for d, p, _ in valid], deadline)]
         except Exception:
             # A bug on some event's path: find it one event at a time. What the batch wrote before it
             # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
             log.exception("a batch of %d events failed; handling them one at a time", len(valid))
             outcomes = [await handle_one(d, p, m) for d, p, m in valid]
+        # Handled: the messages before the first valid event left for later (all when none was left). The
+        # poison ones among them are dead-lettered now, the others' when they are read again: once each.
+        count = len(messages) if len(outcomes) == len(valid) else at[len(outcomes)]
+        valid = valid[: len(outcomes)]
+        for index, letter in invalid:
+            if index >= count:
+                break
+            metrics.dead_letters.labels("validate").inc()
+            await dlq.send(key=messages[index].key, value=letter.to_json())
+            log.warning("dead-lettered %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.message)
         # The broker has every result of the batch before its events are acknowledged: no commit passes an
         # event whose result could still be lost.
         await pending_results.settle()
@@ -239,12 +267,14 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             # One record per batch, a line per event: formatting each alone cost a tenth of the hit path.
             log.info("\n".join(f"{p.topic}[{p.partition}]@{p.offset} {d.canonical_url}: {outcome}"
                                for (d, p, _), outcome in zip(valid, outcomes, strict=True)))
+        messages = messages[:count]
         last = {message.tp: message.offset for message in messages}
         for tp, offset in last.items():
             try:
                 metrics.lag.labels(str(tp.partition)).set(max(app.consumer.highwater(tp) - offset - 1, 0))
             except Exception:
                 pass
+        return count
 
     # Subscribed without an agent: the consumer hands the topic's records to handle_batch (see the docstring).
     app.topics.add(urls)

@@ -130,16 +130,19 @@ class StreamPipeline:
         "scored", "variant", "failed", "failed-again")."""
         return (await self.process_many([(event, position)]))[0]
 
-    async def process_many(self, events: Sequence[tuple[UrlDiscovered, Position | None]]) -> list[str]:
+    async def process_many(
+        self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None = None
+    ) -> list[str]:
         """Handle a batch of events in order; returns their outcomes in that order.
 
         A run of URL hits (most events of a busy crawl: reposts of URLs already handled) is one index
         write and their results are published together; any other event ends the run and goes through
-        fetching on its own, so that a later event of the same URL finds it handled."""
+        fetching on its own, so that a later event of the same URL finds it handled. Once ``deadline``
+        (``time.monotonic()``) has passed, no event that needs a fetch is started: the outcomes returned
+        are those of the events before it (the caller reads the rest again later)."""
         outcomes: list[str] = []
         hits: list[_Hit] = []
-        self.metrics.events.labels("url_dedup").inc(len(events))
-        for event, position in events:
+        for index, (event, position) in enumerate(events):
             sighting = sighting_at(event, position)
             known = await self._known(event.canonical_url)
             decision = by_url(None if known == FAILED else known)
@@ -148,12 +151,16 @@ class StreamPipeline:
                 continue
             outcomes += await self._record_hits(hits)
             hits = []
+            if deadline is not None and index > 0 and time.monotonic() > deadline:
+                self.metrics.events.labels("url_dedup").inc(index)  # once a batch: labels() costs as much as a lookup
+                return outcomes
             if known == FAILED:
                 await self._count_failure_again(sighting)
                 outcomes.append("failed-again")
             else:
                 outcomes.append(await self._fetch_or_fail(event, position, sighting))
         outcomes += await self._record_hits(hits)
+        self.metrics.events.labels("url_dedup").inc(len(events))
         return outcomes
 
     async def _known(self, canonical_url: str) -> str | None:

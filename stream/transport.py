@@ -52,6 +52,11 @@ then acknowledges them. Each is tracked as taken when collected, as Faust's cond
 stream gets it, so a rebalance waits for the batch in hand and no commit passes a record before its
 batch is handled; collecting counts as handing out for the expected offsets above. A handler that is
 cancelled (the worker stopping) leaves its batch unacknowledged, to be read again.
+
+A handler returns how many of its records, from the first, it handled: it may stop early, because no
+fetch is made while it runs, and a consumer that does not fetch for ``broker_max_poll_interval`` is put
+out of its group (aiokafka). The records it left are let go (no longer tracked as taken) and their
+partitions sought back to the first of them, so the next fetches read them again, in order.
 """
 
 from __future__ import annotations
@@ -66,12 +71,14 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode import Service
+from mode.utils.futures import notify
 
 log = logging.getLogger(__name__)
 
 HOLE_READS = 2  # fetches from the hole's start that must find it before it is taken as real
 
-BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
+# Returns how many of the records, from the first, it handled (all of them, or a prefix to read again later).
+BatchHandler = Callable[[Sequence[Message]], Awaitable[int]]
 
 
 async def finish_coroutine(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -168,6 +175,22 @@ class Consumer(faust_aiokafka.Consumer):
         await self._seek_under_way(thread.call_thread(seek_there))
         self._expect(tp, offset)
         self._rewound[tp] = (offset, self._seeks)
+
+    async def _read_again(self, left: Sequence[Message]) -> None:
+        """Let go of records a batch handler left (in fetch order) and seek their partitions back to the first
+        left of each, so that the fetches after this one read them again."""
+        with ack_lock:
+            for message in left:
+                self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)  # a rebalance waiting for the batch in hand need not wait for these
+        first: dict[TP, int] = {}
+        for message in left:
+            first.setdefault(message.tp, message.offset)
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            self._read_offset[tp] = offset - 1
+            if tp in assigned:  # else a rebalance took it: the new owner reads from the committed offset
+                await self._seek_back(tp, offset)
 
     # --- handing out ----------------------------------------------------------------------------------
 
@@ -289,9 +312,11 @@ class Consumer(faust_aiokafka.Consumer):
                         if done or not acked_topic(tp.topic):  # changelogs: as Faust did
                             read_offset[tp] = message.offset
                     for batch_handler, messages in batches.items():
-                        await batch_handler(messages)
-                        for message in messages:
+                        handled = await batch_handler(messages)
+                        for message in messages[:handled]:
                             self.ack(message)
+                        if handled < len(messages):
+                            await self._read_again(messages[handled:])
                     self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

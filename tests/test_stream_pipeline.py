@@ -160,3 +160,50 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     assert f'deepwatch_stream_dead_letters_total{{stage="fetch"}} {fetch_letters:.1f}' in text
     assert 'deepwatch_stream_dedup_hits_total{dedup_class="url"} 3.0' in text  # a repeat, a replay, a failed URL
     index.close()
+
+
+def test_past_its_deadline_a_batch_starts_no_fetch(site: Site, tmp_path: Path, models_dir: Path) -> None:
+    """Once the deadline has passed, hits already in hand are recorded and no event that needs a fetch is
+    started (the worker reads the rest again, so that it keeps polling Kafka); the first event always runs."""
+    import time
+
+    from bench.stream import known_records
+
+    settings = load_settings(data_dir=tmp_path, fetch_allow_networks="127.0.0.0/8", fetch_timeout_s=30,
+                             worker_fetch_attempts=1)
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    known = known_records(2)
+    index.upsert_many(known)
+    results: list[ScoredMedia] = []
+    letters: list[DeadLetter] = []
+
+    async def on_results(found: list[ScoredMedia]) -> None:
+        results.extend(found)
+
+    async def on_letter(d: DeadLetter) -> None:
+        letters.append(d)
+
+    pipeline = StreamPipeline(settings, index=index, store=LocalObjectStore(tmp_path / "objects"),  # type: ignore[arg-type]
+                              scorer=None, handled={}, publish_results=on_results, publish_dead_letter=on_letter)
+
+    def repost(i: int, offset: int) -> tuple[UrlDiscovered, Position]:
+        url = known[i].sightings[0].canonical_url
+        e = UrlDiscovered(url=url, canonical_url=url, source="test", platform="web", discovered_at=T)
+        return e, Position("deepwatch.urls", 0, offset, 1_000 + offset)
+
+    def missing(offset: int) -> tuple[UrlDiscovered, Position]:
+        return event(site, f"/gone-{offset}.mp4"), Position("deepwatch.urls", 0, offset, 1_000 + offset)
+
+    past = time.monotonic() - 1
+    batch = [repost(0, 0), repost(1, 1), missing(2), repost(0, 3)]
+    assert asyncio.run(pipeline.process_many(batch, past)) == ["url", "url"]
+    assert site.hits == [] and [r.media_id for r in results] == [known[0].media_id, known[1].media_id]
+    # the rest, read again: the first event runs whatever the deadline, then the same rule
+    assert asyncio.run(pipeline.process_many(batch[2:], past)) == ["failed", "url"]
+    assert site.hits == ["/gone-2.mp4"] and [d.stage for d in letters] == ["fetch"]
+    assert asyncio.run(pipeline.process_many([missing(4), missing(5)], past)) == ["failed"]
+    # no deadline: all of them
+    assert asyncio.run(pipeline.process_many([missing(6), repost(1, 7)])) == ["failed", "url"]
+    record = index.get(known[0].media_id)
+    assert record is not None and record.sightings[0].count == 3  # the seed's sighting, then two reposts
+    index.close()

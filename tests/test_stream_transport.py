@@ -180,8 +180,9 @@ def test_a_stepped_coroutine_is_finished_as_a_task_would() -> None:
 class Drain:
     """The harness's consumer run through ``_drain_messages`` for the batches given, a batch handler on URLS."""
 
-    def __init__(self, harness: Harness, fail: bool = False) -> None:
+    def __init__(self, harness: Harness, fail: bool = False, take: list[int] | None = None) -> None:
         self.harness, self.fail = harness, fail
+        self.take = take or []  # per call, how many records the handler handles (then all)
         self.handed: list[list[tuple[TP, int]]] = []
         self.unacked_while_handling: list[set[int]] = []
         self.one_by_one: list[tuple[TP, int]] = []
@@ -197,11 +198,12 @@ class Drain:
 
         harness.monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", getmany_then_stop)
 
-        async def handler(messages: list[Any]) -> None:
+        async def handler(messages: list[Any]) -> int:
             self.unacked_while_handling.append({m.offset for m in consumer._unacked_messages})
             if self.fail:
                 raise RuntimeError("the pipeline failed")
             self.handed.append([(m.tp, m.offset) for m in messages])
+            return self.take.pop(0) if self.take else len(messages)
 
         async def callback(message: Any) -> None:
             self.one_by_one.append((message.tp, message.offset))
@@ -245,3 +247,16 @@ def test_a_failed_batch_is_not_acknowledged(harness: Harness) -> None:
         drain.run([(P0, 0), (P0, 1)])
     assert not harness.consumer._acked[P0]  # read again after the restart the crash leads to
     assert {m.offset for m in harness.consumer._unacked_messages} == {0, 1}
+
+
+def test_records_a_handler_leaves_are_let_go_and_read_again(harness: Harness) -> None:
+    # the handler stops after two records (its time budget ran out): those are acknowledged, the rest let go
+    # and their partitions sought back to the first left of each, so the next fetch reads them again
+    drain = Drain(harness, take=[2])
+    drain.run([(P0, 0), (P1, 5), (P0, 1), (P1, 6)], [(P0, 1), (P1, 6)])
+    consumer = harness.consumer
+    assert harness.seeks == [(P0, 1), (P1, 6)]
+    assert drain.handed == [[(P0, 0), (P1, 5), (P0, 1), (P1, 6)], [(P0, 1), (P1, 6)]]
+    assert drain.unacked_while_handling == [{0, 5, 1, 6}, {1, 6}]  # the left ones were not still held
+    assert consumer._acked[P0] == [0, 1] and consumer._acked[P1] == [5, 6] and not consumer._unacked_messages
+    assert consumer._next == {P0: 2, P1: 7}

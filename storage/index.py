@@ -8,6 +8,7 @@ never know which one they hold. Merging (``storage.merge``) and near-duplicate s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from storage.hamming import HASH64, HASH256, HashSpec
@@ -15,7 +16,7 @@ from storage.hamming import HASH64, HASH256, HashSpec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from deepwatch.contracts import MediaRecord, Review, Sighting
+    from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Review, Sighting, Verdict
     from deepwatch.settings import Settings
     from storage.query import Aggregations, ReviewEvent, SearchPage, SearchQuery
 
@@ -40,6 +41,23 @@ class UnknownMedia(SearchIndexError, LookupError):
     def __init__(self, media_id: str):
         self.media_id = media_id
         super().__init__(f"no media record {media_id!r}")
+
+
+@dataclass(frozen=True)
+class RecordHead:
+    """What a URL hit's result names of its record (``stream.records.result_of``), without the rest of it:
+    :meth:`SearchIndex.add_sightings` returns these, so that a backend need not decode the whole record (tens
+    of kilobytes of fingerprints and face scores) for every repost of a known URL."""
+
+    media_id: str
+    dedup: DedupClass
+    verdict: Verdict | None
+    score: float | None
+    detectors: dict[str, DetectorScore]
+
+    @classmethod
+    def of(cls, record: MediaRecord) -> RecordHead:
+        return cls(record.media_id, record.dedup, record.verdict, record.score, record.detectors)
 
 
 def record_hashes(record: MediaRecord, kind: str) -> list[str]:
@@ -82,11 +100,10 @@ class SearchIndex(Protocol):
         """
         ...
 
-    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
+    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         """:meth:`add_sighting` for each ``(media_id, sighting)`` in order, in as few round trips as the
         backend allows (the stream's URL hits come in batches), one write per record. Returns for each
-        item its record as stored after the whole batch, or None where there is no such record (nothing
-        is raised for it)."""
+        item the head of its record, or None where there is no such record (nothing is raised for it)."""
         ...
 
     def get(self, media_id: str) -> MediaRecord | None: ...

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
-from storage.index import HASH_KINDS, HashKind, SearchIndexError, UnknownMedia, record_hashes
+from storage.index import HASH_KINDS, HashKind, RecordHead, SearchIndexError, UnknownMedia, record_hashes
 from storage.query import (
     HISTOGRAM_BINS,
     PERCENTILES,
@@ -780,10 +780,10 @@ class ElasticsearchIndex:
         with self._errors(f"add a sighting to {media_id}"):
             return self._read_merge_write(media_id, change, create=False)[1]
 
-    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[MediaRecord | None]:
+    def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         # One read-merge-write per record (with its conflict retries), all its sightings at once.
         grouped = merge.by_record(items)
-        after: dict[str, MediaRecord] = {}
+        after: dict[str, RecordHead] = {}
         for media_id, sightings in grouped.items():
             def change(old: MediaRecord | None, sightings: list[Sighting] = sightings) -> MediaRecord:
                 assert old is not None  # create=False: a missing record raised UnknownMedia
@@ -791,7 +791,7 @@ class ElasticsearchIndex:
 
             try:
                 with self._errors(f"add sightings to {media_id}"):
-                    after[media_id] = self._read_merge_write(media_id, change, create=False)[1]
+                    after[media_id] = RecordHead.of(self._read_merge_write(media_id, change, create=False)[1])
             except UnknownMedia:
                 pass
         return [after.get(media_id) for media_id, _ in items]

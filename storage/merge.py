@@ -9,6 +9,7 @@ newer record leaves empty keeps its older value.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from deepwatch.contracts import (
@@ -141,30 +142,46 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
     Built with ``replaced`` (a cheaper ``model_copy``), not validated again: the only rules these fields
     take part in (one sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and
     this is the stream's hottest path (every repost of a known URL)."""
-    by_url = {s.canonical_url: s for s in record.sightings}
-    first, last = record.first_seen, record.last_seen
+    counted = count_sightings(record.sightings, record.first_seen, record.last_seen, sightings)
+    if counted is None:
+        return record
+    known, first, last = counted
+    return record.replaced(sightings=known, first_seen=first, last_seen=last)
+
+
+def count_sightings(
+    known: list[Sighting], first: datetime, last: datetime, sightings: Iterable[Sighting]
+) -> tuple[list[Sighting], datetime, datetime] | None:
+    """What :func:`add_sightings` makes of a record's sightings and time range (``known``, ``first``,
+    ``last``): the new ones, or None when every one of ``sightings`` was a redelivery. Backends that keep
+    the sightings apart from the rest of a record apply it to them alone."""
+    by_url = {s.canonical_url: s for s in known}
     changed = False
     for sighting in sightings:
-        known = by_url.get(sighting.canonical_url)
-        if known is not None and already_applied(known, sighting):
+        seen = by_url.get(sighting.canonical_url)
+        if seen is not None and already_applied(seen, sighting):
             continue
         by_url[sighting.canonical_url] = (
-            sighting if known is None else _combined(known, sighting, add_counts=True)  # checked just above
+            sighting if seen is None else _combined(seen, sighting, add_counts=True)  # checked just above
         )
         first, last = min(first, sighting.first_seen), max(last, sighting.last_seen)
         changed = True
-    if not changed:
-        return record
-    return record.replaced(sightings=list(by_url.values()), first_seen=first, last_seen=last)
+    return (list(by_url.values()), first, last) if changed else None
 
 
 def counts_only(old: MediaRecord, new: MediaRecord) -> bool:
-    """``new``, made from ``old`` by :func:`add_sightings`, only counted known URLs up: no new URL, and
+    """``new``, made from ``old`` by :func:`add_sightings`, only counted known URLs up (see
+    :func:`counts_only_sightings`)."""
+    return counts_only_sightings(old.sightings, new.sightings)
+
+
+def counts_only_sightings(old: list[Sighting], new: list[Sighting]) -> bool:
+    """``new``, made from ``old`` by :func:`count_sightings`, only counted known URLs up: no new URL, and
     every sighting's hints as they were (the URLs, hints, platforms and sources are all a search can
     see of the sightings; counts, times and watermarks are columns of their own)."""
-    if len(new.sightings) != len(old.sightings):
+    if len(new) != len(old):
         return False
-    for before, after in zip(old.sightings, new.sightings, strict=True):
+    for before, after in zip(old, new, strict=True):
         if after.hints is not before.hints and after.hints != before.hints:
             return False
     return True

@@ -20,6 +20,7 @@ from stream.dedup import sighting_of
 
 if TYPE_CHECKING:
     from deepwatch.media.fingerprint import MediaFingerprint
+    from storage.index import RecordHead
     from stream.scoring_client import ScoreAnswer
 
 
@@ -83,7 +84,7 @@ def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> 
     )
 
 
-def result_of(record: MediaRecord, event: UrlDiscovered, dedup: str | None = None) -> ScoredMedia:
+def result_of(record: MediaRecord | RecordHead, event: UrlDiscovered, dedup: str | None = None) -> ScoredMedia:
     """What ``deepwatch.results`` hears about one event; ``dedup`` is how this event was resolved
     (a URL hit on a record that was itself a near-duplicate is still a "url" event)."""
     return ScoredMedia(

@@ -49,12 +49,15 @@ def test_a_record_another_index_wrote_is_read_again(tmp_path: Path) -> None:
         one.upsert_many([base])
         assert one.get(base.media_id) is not None and two.get(base.media_id) is not None
         one.add_sightings([(base.media_id, sighting("https://b.example/7", first=T0 + timedelta(hours=1)))])
-        after = two.add_sightings([(base.media_id, sighting("https://c.example/7", first=T0 + timedelta(hours=2)))])
-        urls = {str(s.canonical_url) for s in after[0].sightings}
+        two.add_sightings([(base.media_id, sighting("https://c.example/7", first=T0 + timedelta(hours=2)))])
+        after = two.get(base.media_id)
+        assert after is not None
+        urls = {str(s.canonical_url) for s in after.sightings}
         assert urls == {"https://a.example/7", "https://b.example/7", "https://c.example/7"}
         # ``one`` last wrote the version with a and b; its next write must merge into two's, with c
-        last = one.add_sightings([(base.media_id, sighting("https://d.example/7", first=T0 + timedelta(hours=3)))])
-        assert {str(s.canonical_url) for s in last[0].sightings} == urls | {"https://d.example/7"}
+        one.add_sightings([(base.media_id, sighting("https://d.example/7", first=T0 + timedelta(hours=3)))])
+        last = one.get(base.media_id)
+        assert last is not None and {str(s.canonical_url) for s in last.sightings} == urls | {"https://d.example/7"}
     finally:
         one.close()
         two.close()

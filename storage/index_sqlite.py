@@ -6,7 +6,8 @@ the same record run one after the other instead of both reading the old version 
 overwriting the other's sighting. WAL mode lets readers run during a write; ``busy_timeout``
 makes a writer wait for the lock instead of failing with ``database is locked``.
 
-The record itself is stored as its JSON (``docs.doc``); everything else exists to find records:
+The record itself is stored as its JSON, in two parts (``docs.doc`` and ``docs.bulk``, see
+:func:`_split_document`); everything else exists to find records:
 
 - ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
   order: search cursors remember the highest ``seq`` page one could see, so later arrivals never
@@ -63,7 +64,9 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 6  # older files are upgraded in place by _MIGRATIONS (below)
+SCHEMA_VERSION = 7  # older files are upgraded in place by _MIGRATIONS (below)
+# Stored apart from the rest of a record (docs.bulk): the big fields, which URL hits never change.
+BULK_FIELDS = frozenset({"fingerprints", "face_scores"})
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
 
@@ -101,7 +104,9 @@ _SCHEMA = [
         sightings INTEGER NOT NULL DEFAULT 0,
         urls INTEGER NOT NULL DEFAULT 0
     )""",
-    "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+    # A record's JSON in two parts with no field in common (_split_document): ``bulk``, its fingerprints and
+    # face scores (tens of KB for a video, written once a scoring), and ``doc``, the rest (a URL hit rewrites it).
+    "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL, bulk TEXT NOT NULL DEFAULT '{}')",
     "CREATE INDEX IF NOT EXISTS media_by_key ON media (mkey)",
     "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, mkey)",
     "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
@@ -163,12 +168,41 @@ _MIGRATIONS = {
                       count(s.value)
                FROM docs d, json_each(d.doc, '$.sightings') s WHERE d.seq = media.seq)""",
     ],
+    # 6 -> 7: fingerprints and face scores apart from the rest of the document (``docs.bulk``), so that a
+    # URL hit reads and rewrites a few hundred bytes instead of tens of kilobytes. (SET reads the old row.)
+    6: [
+        "ALTER TABLE docs ADD COLUMN bulk TEXT NOT NULL DEFAULT '{}'",
+        "UPDATE docs SET bulk = json_remove(doc, {}), doc = json_remove(doc, {})".format(
+            ", ".join(f"'$.{name}'" for name in MediaRecord.model_fields if name not in BULK_FIELDS),
+            ", ".join(f"'$.{name}'" for name in BULK_FIELDS),
+        ),
+    ],
 }
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
 SORT_MATCHES_LIMIT = 20_000
 # Rows loaded into the in-memory mirror per SELECT (bounds the Python objects alive at once).
 MIRROR_CHUNK = 50_000
+
+
+def _split_document(record: MediaRecord) -> tuple[str, str]:
+    """The record's JSON as ``(doc, bulk)``: its bulky fields (BULK_FIELDS) and the rest, two JSON objects that
+    :func:`_joined_document` puts back together. Fields never set are left out (a third of the bytes); reading
+    fills their defaults back in. (exclude_defaults would also drop fields set to their default, for 30 %
+    more time.)"""
+    return (
+        record.model_dump_json(exclude=BULK_FIELDS, exclude_unset=True),
+        record.model_dump_json(include=BULK_FIELDS, exclude_unset=True),
+    )
+
+
+def _joined_document(doc: str, bulk: str) -> str:
+    """The one JSON object of the two parts of :func:`_split_document` (their fields are disjoint)."""
+    if bulk == "{}":
+        return doc
+    if doc == "{}":
+        return bulk
+    return f"{doc[:-1]},{bulk[1:]}"
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -277,9 +311,9 @@ def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
 
 
 class _HitView(pydantic.BaseModel):
-    """What a URL hit reads of a stored record: its head and its sightings. Parsing this much of the JSON
-    (the rest is skipped unvalidated) cost a fifth of decoding a scored clip's whole record (~30 KB: ~50
-    against ~250 us), which was most of a hit's time."""
+    """What a URL hit reads of a stored record: its head and its sightings, from ``docs.doc`` (the part
+    without the fingerprints and face scores, see _split_document; other fields are skipped unvalidated).
+    Decoding a scored clip's whole record (~30 KB) took ~250 us, most of a hit's time."""
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
@@ -469,23 +503,22 @@ class SqliteIndex:
     def _load_many(self, conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
         wanted = set(media_ids)
         rows = conn.execute(
-            """SELECT m.media_id, m.seq, d.doc FROM media m JOIN docs d ON d.seq = m.seq
+            """SELECT m.media_id, m.seq, d.doc, d.bulk FROM media m JOIN docs d ON d.seq = m.seq
                WHERE m.mkey IN (SELECT value FROM json_each(?))""",
             (json.dumps([key for mid in wanted if (key := _mkey(mid)) is not None]),),
         ).fetchall()
         decode = self._decoded.decode
-        return {mid: (seq, decode(mid, doc)) for mid, seq, doc in rows if mid in wanted}
+        return {mid: (seq, decode(mid, _joined_document(doc, bulk))) for mid, seq, doc, bulk in rows if mid in wanted}
 
     def _load(self, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
         return self._load_many(conn, [media_id]).get(media_id)
 
-    def _document(self, record: MediaRecord) -> str:
-        """The JSON stored for ``record``, which the decoded-record cache then holds beside it."""
-        # Fields never set left out (a third of the bytes); reading fills their defaults back in.
-        # (exclude_defaults would also drop fields set to their default, for 30 % more time.)
-        doc = record.model_dump_json(exclude_unset=True)
-        self._decoded.remember(record.media_id, doc, record)
-        return doc
+    def _document(self, record: MediaRecord) -> tuple[str, str]:
+        """The two parts of the JSON stored for ``record`` (_split_document), which the decoded-record cache
+        then holds beside it."""
+        doc, bulk = _split_document(record)
+        self._decoded.remember(record.media_id, _joined_document(doc, bulk), record)
+        return doc, bulk
 
     def _store_many(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
         """Write each record and its side rows, one statement per table for the whole batch.
@@ -494,7 +527,7 @@ class SqliteIndex:
         are deleted by their full keys (no index on ``seq`` is needed) and the new ones inserted."""
         next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM media").fetchone()[0]
         rows: list[tuple[Any, ...]] = []
-        docs: list[tuple[int, str]] = []
+        docs: list[tuple[int, str, str]] = []
         texts: list[tuple[int, str, str]] = []
         retexted: list[int] = []
         rehashed: list[int] = []
@@ -505,7 +538,7 @@ class SqliteIndex:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
-            docs.append((seq, self._document(record)))
+            docs.append((seq, *self._document(record)))
             platforms, sources = _platforms_sources(record)
             rows.append(
                 (
@@ -564,7 +597,7 @@ class SqliteIndex:
             rows,
         )
         conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", new["timings"])
-        conn.executemany("INSERT OR REPLACE INTO docs (seq, doc) VALUES (?, ?)", docs)
+        conn.executemany("INSERT OR REPLACE INTO docs (seq, doc, bulk) VALUES (?, ?, ?)", docs)
         conn.executemany("INSERT INTO media_text (rowid, body, tags) VALUES (?, ?, ?)", texts)
         url_rows = [(_ukey(url), url, seq) for url, seq in urls.items()]
         conn.executemany("DELETE FROM urls WHERE ukey = ? AND canonical_url = ?", [row[:2] for row in url_rows])
@@ -613,9 +646,10 @@ class SqliteIndex:
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         """Most calls only count URLs the records already have up (reposts): those read each record's head and
-        sightings alone (:class:`_HitView`) and write the sightings and times into the stored JSON where they
-        are (``json_set``), never decoding or encoding the rest. A record that gains a URL or new hints
-        changes what is searched, and takes the whole read-merge-write."""
+        sightings alone (:class:`_HitView`, from ``docs.doc``) and write the sightings and times back into
+        it (``json_set``), never reading the fingerprints and face scores (``docs.bulk``) nor decoding or
+        encoding the rest. A record that gains a URL or new hints changes what is searched, and takes the
+        whole read-merge-write."""
         if not items:
             return []
         grouped = merge.by_record(items)
@@ -696,11 +730,11 @@ class SqliteIndex:
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                """SELECT d.doc FROM urls u JOIN docs d ON d.seq = u.seq
+                """SELECT d.doc, d.bulk FROM urls u JOIN docs d ON d.seq = u.seq
                    WHERE u.ukey = ? AND u.canonical_url = ?""",
                 (_ukey(url), url),
             ).fetchone()
-            return None if row is None else MediaRecord.model_validate_json(row[0])
+            return None if row is None else MediaRecord.model_validate_json(_joined_document(*row))
 
     def find_by_sha256(self, sha256: str) -> MediaRecord | None:
         # The media id is the sha256 of the bytes (the contract enforces it), so this is a get.
@@ -775,12 +809,13 @@ class SqliteIndex:
                 total, seqs = self._columns.select(query, candidates, snapshot, after)
             else:
                 total, seqs = self._search_sql(conn, query, snapshot, after)
-            docs = dict(
-                conn.execute(
-                    "SELECT seq, doc FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+            docs = {
+                seq: _joined_document(doc, bulk)
+                for seq, doc, bulk in conn.execute(
+                    "SELECT seq, doc, bulk FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
                     (json.dumps(seqs[: query.limit]),),
-                ).fetchall()
-            )
+                )
+            }
         items = [MediaRecord.model_validate_json(docs[seq]) for seq in seqs[: query.limit]]
         next_cursor = None
         if len(seqs) > query.limit:

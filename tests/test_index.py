@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepwatch.contracts import MediaRecord, Review
+from deepwatch.contracts import FaceScore, Fingerprints, MediaRecord, Review
 from deepwatch.settings import load_settings
 from storage import hamming
 from storage.index import SearchIndex, SearchIndexError, UnknownMedia, open_index
@@ -328,27 +328,39 @@ def test_open_index_from_settings(tmp_path: Path) -> None:
 
 
 def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
-    """An index written by the previous schema (no sighting columns) opens, and its dashboard counts
-    come from the documents it already holds; a schema this code does not know is refused."""
+    """An index written by schema 5 (no sighting columns; each record's JSON whole in ``docs.doc``) opens:
+    its dashboard counts come from the documents it already holds, its records read back as they were
+    written, and a URL hit on one updates it; a schema this code does not know is refused."""
     import sqlite3
 
     path = tmp_path / "index.sqlite3"
+    scored = record(2, sightings=[sighting("https://b.example/1")]).model_copy(
+        update={"fingerprints": Fingerprints(sha256=media_id(2), pdq=["ab" * 32], frame_times=[0.5]),
+                "face_scores": [FaceScore(t=0.5, frame=0, box=[1, 2, 3, 4], scores={"meso4_df": 0.9}, score=0.9)]})
     with SqliteIndex(path) as idx:
         idx.upsert(record(1, sightings=[sighting("https://a.example/1", count=3), sighting("https://a.example/2")]))
-        idx.upsert(record(2, sightings=[sighting("https://b.example/1")]))
-    conn = sqlite3.connect(path)  # back to schema 5: the columns dropped, the version put back
+        idx.upsert(scored)
+        written = [idx.get(media_id(1)), idx.get(media_id(2))]
+    assert written[1] is not None and written[1].face_scores and written[1].fingerprints.pdq
+    conn = sqlite3.connect(path)  # back to schema 5: the columns dropped, each document whole again
     conn.execute("ALTER TABLE media DROP COLUMN sightings")
     conn.execute("ALTER TABLE media DROP COLUMN urls")
+    conn.execute("UPDATE docs SET doc = json_patch(doc, bulk)")
+    conn.execute("ALTER TABLE docs DROP COLUMN bulk")
     conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with SqliteIndex(path) as idx:
+        assert [idx.get(media_id(1)), idx.get(media_id(2))] == written
         counts = idx.aggregate()
         assert (counts.sightings, counts.distinct_urls) == (5, 3)
-        idx.add_sighting(media_id(2), sighting("https://b.example/1", count=2))
+        idx.add_sightings([(media_id(2), sighting("https://b.example/1", count=2))])
         assert idx.aggregate().sightings == 7
+        after = idx.get(media_id(2))
+        assert after is not None and after.sightings[0].count == 3
+        assert (after.fingerprints, after.face_scores) == (scored.fingerprints, scored.face_scores)
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("7",)
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()

@@ -6,7 +6,7 @@ the same record run one after the other instead of both reading the old version 
 overwriting the other's sighting. WAL mode lets readers run during a write; ``busy_timeout``
 makes a writer wait for the lock instead of failing with ``database is locked``.
 
-The record itself is stored as its JSON, in two parts (``docs.doc`` and ``docs.bulk``, see
+The record itself is stored as its JSON, in two parts (``docs.doc`` and ``bulks.bulk``, see
 :func:`_split_document`); everything else exists to find records:
 
 - ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
@@ -65,7 +65,7 @@ from storage.query import (
 )
 
 SCHEMA_VERSION = 7  # older files are upgraded in place by _MIGRATIONS (below)
-# Stored apart from the rest of a record (docs.bulk): the big fields, which URL hits never change.
+# Stored apart from the rest of a record (the ``bulks`` table): the big fields, which URL hits never change.
 BULK_FIELDS = frozenset({"fingerprints", "face_scores"})
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
@@ -104,9 +104,11 @@ _SCHEMA = [
         sightings INTEGER NOT NULL DEFAULT 0,
         urls INTEGER NOT NULL DEFAULT 0
     )""",
-    # A record's JSON in two parts with no field in common (_split_document): ``bulk``, its fingerprints and
-    # face scores (tens of KB for a video, written once a scoring), and ``doc``, the rest (a URL hit rewrites it).
-    "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL, bulk TEXT NOT NULL DEFAULT '{}')",
+    # A record's JSON in two parts with no field in common (_split_document): ``bulks``, its fingerprints and
+    # face scores (tens of KB for a video, written when it is scored), and ``docs``, the rest, which every URL
+    # hit rewrites. Two tables, not two columns: SQLite rewrites a whole row to change one column of it.
+    "CREATE TABLE IF NOT EXISTS docs (seq INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bulks (seq INTEGER PRIMARY KEY, bulk TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS media_by_key ON media (mkey)",
     "CREATE INDEX IF NOT EXISTS media_by_score ON media (score_sort, mkey)",
     "CREATE INDEX IF NOT EXISTS media_by_time ON media (first_seen, media_id)",
@@ -168,14 +170,14 @@ _MIGRATIONS = {
                       count(s.value)
                FROM docs d, json_each(d.doc, '$.sightings') s WHERE d.seq = media.seq)""",
     ],
-    # 6 -> 7: fingerprints and face scores apart from the rest of the document (``docs.bulk``), so that a
-    # URL hit reads and rewrites a few hundred bytes instead of tens of kilobytes. (SET reads the old row.)
+    # 6 -> 7: fingerprints and face scores apart from the rest of the document (``bulks``), so that a URL
+    # hit reads and rewrites a few hundred bytes instead of tens of kilobytes.
     6: [
-        "ALTER TABLE docs ADD COLUMN bulk TEXT NOT NULL DEFAULT '{}'",
-        "UPDATE docs SET bulk = json_remove(doc, {}), doc = json_remove(doc, {})".format(
-            ", ".join(f"'$.{name}'" for name in MediaRecord.model_fields if name not in BULK_FIELDS),
-            ", ".join(f"'$.{name}'" for name in BULK_FIELDS),
+        "CREATE TABLE bulks (seq INTEGER PRIMARY KEY, bulk TEXT NOT NULL)",
+        "INSERT INTO bulks (seq, bulk) SELECT seq, json_remove(doc, {}) FROM docs".format(
+            ", ".join(f"'$.{name}'" for name in MediaRecord.model_fields if name not in BULK_FIELDS)
         ),
+        "UPDATE docs SET doc = json_remove(doc, {})".format(", ".join(f"'$.{name}'" for name in BULK_FIELDS)),
     ],
 }
 # A text search matching more records than this is paged along the sort index instead of sorting
@@ -196,9 +198,9 @@ def _split_document(record: MediaRecord) -> tuple[str, str]:
     )
 
 
-def _joined_document(doc: str, bulk: str) -> str:
+def _joined_document(doc: str, bulk: str | None) -> str:
     """The one JSON object of the two parts of :func:`_split_document` (their fields are disjoint)."""
-    if bulk == "{}":
+    if bulk is None or bulk == "{}":
         return doc
     if doc == "{}":
         return bulk
@@ -503,7 +505,8 @@ class SqliteIndex:
     def _load_many(self, conn: sqlite3.Connection, media_ids: Iterable[str]) -> dict[str, tuple[int, MediaRecord]]:
         wanted = set(media_ids)
         rows = conn.execute(
-            """SELECT m.media_id, m.seq, d.doc, d.bulk FROM media m JOIN docs d ON d.seq = m.seq
+            """SELECT m.media_id, m.seq, d.doc, b.bulk FROM media m JOIN docs d ON d.seq = m.seq
+                   LEFT JOIN bulks b ON b.seq = m.seq
                WHERE m.mkey IN (SELECT value FROM json_each(?))""",
             (json.dumps([key for mid in wanted if (key := _mkey(mid)) is not None]),),
         ).fetchall()
@@ -527,7 +530,8 @@ class SqliteIndex:
         are deleted by their full keys (no index on ``seq`` is needed) and the new ones inserted."""
         next_seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM media").fetchone()[0]
         rows: list[tuple[Any, ...]] = []
-        docs: list[tuple[int, str, str]] = []
+        docs: list[tuple[int, str]] = []
+        bulks: list[tuple[int, str]] = []
         texts: list[tuple[int, str, str]] = []
         retexted: list[int] = []
         rehashed: list[int] = []
@@ -538,7 +542,10 @@ class SqliteIndex:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
-            docs.append((seq, *self._document(record)))
+            doc, bulk = self._document(record)
+            docs.append((seq, doc))
+            if old is None or old.fingerprints != record.fingerprints or old.face_scores != record.face_scores:
+                bulks.append((seq, bulk))
             platforms, sources = _platforms_sources(record)
             rows.append(
                 (
@@ -597,7 +604,8 @@ class SqliteIndex:
             rows,
         )
         conn.executemany("INSERT INTO timings (stage, seconds, seq) VALUES (?, ?, ?)", new["timings"])
-        conn.executemany("INSERT OR REPLACE INTO docs (seq, doc, bulk) VALUES (?, ?, ?)", docs)
+        conn.executemany("INSERT OR REPLACE INTO docs (seq, doc) VALUES (?, ?)", docs)
+        conn.executemany("INSERT OR REPLACE INTO bulks (seq, bulk) VALUES (?, ?)", bulks)
         conn.executemany("INSERT INTO media_text (rowid, body, tags) VALUES (?, ?, ?)", texts)
         url_rows = [(_ukey(url), url, seq) for url, seq in urls.items()]
         conn.executemany("DELETE FROM urls WHERE ukey = ? AND canonical_url = ?", [row[:2] for row in url_rows])
@@ -647,7 +655,7 @@ class SqliteIndex:
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         """Most calls only count URLs the records already have up (reposts): those read each record's head and
         sightings alone (:class:`_HitView`, from ``docs.doc``) and write the sightings and times back into
-        it (``json_set``), never reading the fingerprints and face scores (``docs.bulk``) nor decoding or
+        it (``json_set``), never reading the fingerprints and face scores (``bulks``) nor decoding or
         encoding the rest. A record that gains a URL or new hints changes what is searched, and takes the
         whole read-merge-write."""
         if not items:
@@ -730,7 +738,7 @@ class SqliteIndex:
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                """SELECT d.doc, d.bulk FROM urls u JOIN docs d ON d.seq = u.seq
+                """SELECT d.doc, b.bulk FROM urls u JOIN docs d ON d.seq = u.seq LEFT JOIN bulks b ON b.seq = u.seq
                    WHERE u.ukey = ? AND u.canonical_url = ?""",
                 (_ukey(url), url),
             ).fetchone()
@@ -812,7 +820,8 @@ class SqliteIndex:
             docs = {
                 seq: _joined_document(doc, bulk)
                 for seq, doc, bulk in conn.execute(
-                    "SELECT seq, doc, bulk FROM docs WHERE seq IN (SELECT value FROM json_each(?))",
+                    """SELECT d.seq, d.doc, b.bulk FROM docs d LEFT JOIN bulks b ON b.seq = d.seq
+                       WHERE d.seq IN (SELECT value FROM json_each(?))""",
                     (json.dumps(seqs[: query.limit]),),
                 )
             }

@@ -345,8 +345,8 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)  # back to schema 5: the columns dropped, each document whole again
     conn.execute("ALTER TABLE media DROP COLUMN sightings")
     conn.execute("ALTER TABLE media DROP COLUMN urls")
-    conn.execute("UPDATE docs SET doc = json_patch(doc, bulk)")
-    conn.execute("ALTER TABLE docs DROP COLUMN bulk")
+    conn.execute("UPDATE docs SET doc = json_patch(doc, (SELECT bulk FROM bulks b WHERE b.seq = docs.seq))")
+    conn.execute("DROP TABLE bulks")
     conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()

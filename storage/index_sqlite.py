@@ -188,8 +188,8 @@ MIRROR_CHUNK = 50_000
 
 
 def _split_document(record: MediaRecord) -> tuple[str, str]:
-    """The record's JSON as ``(doc, bulk)``: its bulky fields (BULK_FIELDS) and the rest, two JSON objects that
-    :func:`_joined_document` puts back together. Fields never set are left out (a third of the bytes); reading
+    """The record's JSON as ``(doc, bulk)``: all but its bulky fields, and those (BULK_FIELDS), two JSON objects
+    that :func:`_joined_document` puts back together. Fields never set are left out (a third of the bytes); reading
     fills their defaults back in. (exclude_defaults would also drop fields set to their default, for 30 %
     more time.)"""
     return (

@@ -212,17 +212,17 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         acknowledges those and reads the rest again)."""
         log.info("%d records of %s from one fetch", len(messages), TOPIC_URLS)  # the benchmark times from here
         deadline = time.monotonic() + settings.worker_batch_budget_s
-        handled = 0
-        while handled < len(messages):
-            chunk = messages[handled : handled + settings.worker_batch_max]
+        taken = 0  # records handled so far, from the first
+        while taken < len(messages):
+            chunk = messages[taken : taken + settings.worker_batch_max]
             done = await handle_records(chunk, deadline)
-            handled += done
+            taken += done
             if done < len(chunk) or time.monotonic() > deadline:
                 break
-        if handled < len(messages):
-            log.info("handled %d of %d records within %.0f s; the rest is read again", handled, len(messages),
+        if taken < len(messages):
+            log.info("handled %d of %d records within %.0f s; the rest is read again", taken, len(messages),
                      settings.worker_batch_budget_s)
-        return handled
+        return taken
 
     async def handle_records(messages: Sequence[Message], deadline: float | None = None) -> int:
         """Validate and handle ``messages``; returns how many, from the first, were handled (fewer than all only

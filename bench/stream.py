@@ -222,7 +222,19 @@ async def peer_once(bootstrap: str, topic: str, n: int, known: set[bytes]) -> fl
     return n / seconds
 
 
+def record_known(path: Path, n: int, *, scored_video: bool = False) -> list[MediaRecord]:
+    """:func:`known_records`, written to the SQLite index at ``path`` (where the worker will find them)."""
+    records = known_records(n, scored_video=scored_video)
+    index = SqliteIndex(path)
+    try:
+        index.upsert_many(records)
+    finally:
+        index.close()
+    return records
+
+
 def counted_sightings(path: Path, records: list[MediaRecord]) -> int:
+    """Every sighting the index at ``path`` counts on ``records`` (each record's as given where it has none)."""
     index = SqliteIndex(path)
     try:
         return sum(s.count for r in records for s in (index.get(r.media_id) or r).sightings)
@@ -238,11 +250,8 @@ def measure(n: int, urls: int, repeats: int, scored_video: bool = True) -> tuple
     with tempfile.TemporaryDirectory(prefix="deepwatch-bench-stream-") as tmp, broker(None, Path(tmp)) as bs:
         data = Path(tmp) / "data"
         ensure_topics(bs, partitions=PARTITIONS)
-        records = known_records(urls, scored_video=scored_video)
         log(f"recording {urls:,} known media items")
-        index = SqliteIndex(data / "index.sqlite3")
-        index.upsert_many(records)
-        index.close()
+        records = record_known(data / "index.sqlite3", urls, scored_video=scored_video)
         known = {r.sightings[0].canonical_url.encode() for r in records}
         results = KafkaConsumer(TOPIC_RESULTS, bootstrap_servers=bs.split(","), auto_offset_reset="earliest",
                                 group_id=None)

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from bench.stream import known_records, publish
+from bench.stream import counted_sightings, publish, record_known
 from deepwatch.contracts import TOPIC_DLQ, TOPIC_RESULTS, TOPIC_URLS, DeadLetter, ScoredMedia, UrlDiscovered, parse
 from deepwatch.embedded.broker import ensure_topics
 from deepwatch.embedded.processes import free_port
-from storage.index_sqlite import SqliteIndex
 from tests.ingest_support import Site
 from tests.stream_support import log_lines, worker
 
@@ -39,10 +38,7 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
                                                               tmp_path: Path) -> None:
     data = tmp_path / "data"
     ensure_topics(kafka_bootstrap, partitions=2)
-    records = known_records(10)
-    index = SqliteIndex(data / "index.sqlite3")
-    index.upsert_many(records)
-    index.close()
+    records = record_known(data / "index.sqlite3", 10)
 
     events: list[UrlDiscovered] = []
     payloads: list[tuple[bytes, bytes]] = []
@@ -91,9 +87,4 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
     fetched = sorted(parse(UrlDiscovered, d.payload).url for d in letters if d.stage == "fetch")
     assert fetched == sorted(e.url for e in misses)
     assert sorted(site.hits) == sorted(e.url.removeprefix(site.base) for e in misses)  # each fetched once
-    index = SqliteIndex(data / "index.sqlite3")
-    try:
-        counted = sum(s.count for r in records for s in (index.get(r.media_id) or r).sightings)
-        assert counted == len(records) + len(events) - len(misses)
-    finally:
-        index.close()
+    assert counted_sightings(data / "index.sqlite3", records) == len(records) + len(events) - len(misses)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.stream import backlog, known_records, publish, start_worker
+from bench.stream import backlog, counted_sightings, publish, record_known, start_worker
 from deepwatch.contracts import TOPIC_URLS, UrlDiscovered, parse
 from deepwatch.embedded.broker import ensure_topics
-from storage.index_sqlite import SqliteIndex
 from tests.stream_support import Outcomes
 
 HANDLED = re.compile(r"deepwatch\.urls\[(\d+)\]@(\d+) ")
@@ -37,10 +36,7 @@ def kafka_bootstrap(own_kafka: str) -> str:
 def test_every_start_on_a_backlog_handles_every_offset(kafka_bootstrap: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
     ensure_topics(kafka_bootstrap, partitions=4)
-    records = known_records(40)
-    index = SqliteIndex(data / "index.sqlite3")
-    index.upsert_many(records)
-    index.close()
+    records = record_known(data / "index.sqlite3", 40)
     outcomes = Outcomes(kafka_bootstrap)
     handled: dict[int, list[int]] = {}
     try:
@@ -66,8 +62,4 @@ def test_every_start_on_a_backlog_handles_every_offset(kafka_bootstrap: str, tmp
     # and committed: a start handles its own backlog, not the earlier ones again (a few redeliveries at most;
     # without commits the five starts would handle 1 + 2 + ... + 5 backlogs)
     assert sum(len(o) for o in handled.values()) < 1.2 * STARTS * EVENTS
-    index = SqliteIndex(data / "index.sqlite3")
-    try:
-        assert sum(s.count for r in records for s in (index.get(r.media_id) or r).sightings) == 40 + STARTS * EVENTS
-    finally:
-        index.close()
+    assert counted_sightings(data / "index.sqlite3", records) == 40 + STARTS * EVENTS

@@ -224,20 +224,31 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
                      settings.worker_batch_budget_s)
         return taken
 
+    # Poison records a batch dead-lettered past where it was cut short (deadline): read again, they must not be
+    # dead-lettered twice. (A crash or a rebalance in between may still repeat one: the DLQ is at least once.)
+    lettered_ahead: set[tuple[str, int, int]] = set()
+
     async def handle_records(messages: Sequence[Message], deadline: float | None = None) -> int:
         """Validate and handle ``messages``; returns how many, from the first, were handled (fewer than all only
         when ``deadline`` passed)."""
         valid: list[tuple[UrlDiscovered, Position, Message]] = []
-        invalid: list[tuple[int, DeadLetter]] = []  # index in messages, its letter
+        poison: list[int] = []  # index in messages of each record that is not an event
         at: list[int] = []  # index in messages of each valid event
         metrics.events.labels("validate").inc(len(messages))  # once a batch: labels() costs as much as a lookup
         for index, message in enumerate(messages):
             try:
                 discovered = parse(UrlDiscovered, message.value or b"")
             except ContractError as exc:
+                poison.append(index)
+                where = (message.topic, message.partition, message.offset)
+                if where in lettered_ahead:
+                    lettered_ahead.discard(where)
+                    continue
                 letter = dead_letter(message.value, message.key, stage="validate", error=exc, topic=message.topic,
                                      partition=message.partition, offset=message.offset)
-                invalid.append((index, letter))
+                metrics.dead_letters.labels("validate").inc()
+                await dlq.send(key=message.key, value=letter.to_json())
+                log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
                 continue
             position = Position(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
             valid.append((discovered, position, message))
@@ -250,16 +261,10 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
             log.exception("a batch of %d events failed; handling them one at a time", len(valid))
             outcomes = [await handle_one(d, p, m) for d, p, m in valid]
-        # Handled: the messages before the first valid event left for later (all when none was left). The
-        # poison ones among them are dead-lettered now, the others' when they are read again: once each.
+        # Handled: the messages before the first valid event left for later (all when none was left).
         count = len(messages) if len(outcomes) == len(valid) else at[len(outcomes)]
         valid = valid[: len(outcomes)]
-        for index, letter in invalid:
-            if index >= count:
-                break
-            metrics.dead_letters.labels("validate").inc()
-            await dlq.send(key=messages[index].key, value=letter.to_json())
-            log.warning("dead-lettered %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.message)
+        lettered_ahead.update((m.topic, m.partition, m.offset) for m in (messages[i] for i in poison if i >= count))
         # The broker has every result of the batch before its events are acknowledged: no commit passes an
         # event whose result could still be lost.
         await pending_results.settle()

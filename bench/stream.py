@@ -88,7 +88,7 @@ def known_records(n: int, *, scored_video: bool = False) -> list[MediaRecord]:
 def scored_video_parts(media_id: str, seed: int, seconds: int = 60, faces: int = 6, scored: int = 32) -> dict[str, Any]:
     """What the worker stores of a scored clip beyond its sightings, in the sizes it has: the fingerprints of
     ``seconds`` sampled frames and ``faces`` face crops, four detectors' scores, ``scored`` scored faces, the
-    objects, the media info and the timings (about 20 KB of JSON; the hit path reads and rewrites it)."""
+    objects, the media info and the timings (about 30 KB of JSON)."""
     rng = random.Random(seed)
 
     def hexes(count: int, digits: int) -> list[str]:

@@ -303,9 +303,9 @@ def _hash_rows(record: MediaRecord, seq: int) -> list[tuple[int, str, bytes]]:
     ]
 
 
-def _sighting_count(record: MediaRecord) -> int:
-    """Every report of the record's URLs (the ``sightings`` column)."""
-    return sum(s.count for s in record.sightings)
+def _sighting_count(sightings: list[Sighting]) -> int:
+    """Every report of a record's URLs (the ``sightings`` column)."""
+    return sum(s.count for s in sightings)
 
 
 def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
@@ -563,7 +563,7 @@ class SqliteIndex:
                     _json_of_list(platforms),
                     _json_of_list(sources),
                     _json({name: d.p_fake for name, d in record.detectors.items()}),
-                    _sighting_count(record),
+                    _sighting_count(record.sightings),
                     len(record.sightings),
                 )
             )
@@ -678,7 +678,7 @@ class SqliteIndex:
                 after = merge.count_sightings(view.sightings, view.first_seen, view.last_seen, grouped[view.media_id])
                 if after is None:  # all redeliveries: nothing to write
                     continue
-                if merge.counts_only_sightings(view.sightings, after[0]):
+                if merge.counts_only(view.sightings, after[0]):
                     counted.append((seq, *after))
                 else:
                     whole.append(view.media_id)
@@ -694,7 +694,7 @@ class SqliteIndex:
         return [heads.get(media_id) for media_id, _ in items]
 
     def _store_counts(self, conn: sqlite3.Connection, writes: list[_Counted]) -> None:
-        """Write sightings that only counted known URLs up (``storage.merge.counts_only_sightings``), given as
+        """Write sightings that only counted known URLs up (``storage.merge.counts_only``), given as
         ``(seq, sightings, first_seen, last_seen)``, into the stored JSON in place: the time range and the
         sighting count change, the text, tags, URLs, hashes and timings cannot."""
         docs: list[tuple[str, str, str, int]] = []
@@ -706,7 +706,7 @@ class SqliteIndex:
                 _TIME_JSON.dump_json(last).decode(),
                 seq,
             ))
-            rows.append((first.timestamp(), last.timestamp(), sum(s.count for s in sightings), seq))
+            rows.append((first.timestamp(), last.timestamp(), _sighting_count(sightings), seq))
         conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(row[-1],) for row in rows])
         conn.executemany("UPDATE media SET first_seen = ?, last_seen = ?, sightings = ? WHERE seq = ?", rows)
         conn.executemany(

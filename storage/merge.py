@@ -169,14 +169,8 @@ def count_sightings(
     return (list(by_url.values()), first, last) if changed else None
 
 
-def counts_only(old: MediaRecord, new: MediaRecord) -> bool:
-    """``new``, made from ``old`` by :func:`add_sightings`, only counted known URLs up (see
-    :func:`counts_only_sightings`)."""
-    return counts_only_sightings(old.sightings, new.sightings)
-
-
-def counts_only_sightings(old: list[Sighting], new: list[Sighting]) -> bool:
-    """``new``, made from ``old`` by :func:`count_sightings`, only counted known URLs up: no new URL, and
+def counts_only(old: list[Sighting], new: list[Sighting]) -> bool:
+    """Sightings ``new``, made from ``old`` by :func:`count_sightings`, only counted known URLs up: no new URL, and
     every sighting's hints as they were (the URLs, hints, platforms and sources are all a search can
     see of the sightings; counts, times and watermarks are columns of their own)."""
     if len(new) != len(old):

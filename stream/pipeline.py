@@ -182,20 +182,20 @@ class StreamPipeline:
         False for a hit whose record the index no longer holds."""
         if not hits:
             return []
-        records = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
+        heads = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
         done: list[bool] = []
         results: list[ScoredMedia] = []
-        for hit, record in zip(hits, records, strict=True):
-            if record is None:
+        for hit, head in zip(hits, heads, strict=True):
+            if head is None:
                 # The table (or the content search) names a record the index no longer has (an index
                 # restored from an older backup): fetch and score again rather than lose the event.
                 log.warning("%s points at %s, which the index does not hold: fetching again",
                             hit.event.canonical_url, hit.media_id)
                 done.append(False)
                 continue
-            if self.handled.get(hit.event.canonical_url) != record.media_id:  # a table write is a changelog message
-                self.handled[hit.event.canonical_url] = record.media_id
-            results.append(result_of(record, hit.event, dedup))
+            if self.handled.get(hit.event.canonical_url) != head.media_id:  # a table write is a changelog message
+                self.handled[hit.event.canonical_url] = head.media_id
+            results.append(result_of(head, hit.event, dedup))
             done.append(True)
         await self.publish_results(results)
         self.metrics.dedup.labels(dedup).inc(sum(done))

@@ -7,6 +7,7 @@ error that names the field, because a silently dropped field is a silently lost 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import UTC, datetime
@@ -79,8 +80,52 @@ class Part(BaseModel):
         _set_attribute(copied, "__pydantic_private__", None)
         return copied
 
+    @classmethod
+    def assembled(cls, **values: Any) -> Self:
+        """The part made of ``values`` without validating them: only for values that already passed this
+        part's rules, taken from other validated contracts (an event's URL for a sighting's URL), and that
+        together keep its own rules (a sighting's ``first_seen <= last_seen``). Fields left out take their
+        defaults. pydantic's ``model_construct`` does the same for five times the cost; validating again cost
+        a tenth of a repost's time on the stream's hit path, where these are made (a sighting and a result per
+        event)."""
+        made = cls.__new__(cls)
+        _set_attribute(made, "__dict__", _with_defaults(cls, values))
+        _set_attribute(made, "__pydantic_fields_set__", set(values))
+        _set_attribute(made, "__pydantic_extra__", None)
+        _set_attribute(made, "__pydantic_private__", None)
+        return made
+
 
 _set_attribute = object.__setattr__  # past validate_assignment, as pydantic's own copy does
+
+
+_REQUIRED = object()
+
+
+@functools.cache
+def _field_defaults(cls: type[BaseModel]) -> tuple[tuple[str, Any, Any], ...]:
+    """``(name, default, default factory)`` of each field of ``cls`` in order; _REQUIRED where it has neither."""
+    return tuple(
+        (name, _REQUIRED if field.is_required() else field.default, field.default_factory)
+        for name, field in cls.model_fields.items()
+    )
+
+
+def _with_defaults(cls: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` in field order (the order a dump writes), with the default of each field they leave out."""
+    data = {}
+    for name, default, factory in _field_defaults(cls):
+        if name in values:
+            data[name] = values[name]
+        elif factory is not None:
+            data[name] = factory()
+        elif default is _REQUIRED:
+            raise TypeError(f"{cls.__name__}.assembled: no value for the required field {name!r}")
+        else:
+            data[name] = default
+    if not values.keys() <= data.keys():
+        raise TypeError(f"{cls.__name__}.assembled: no such field: {sorted(values.keys() - data.keys())}")
+    return data
 
 
 class Contract(Part):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from deepwatch.contracts import DedupClass, MediaRecord, Sighting, UrlDiscovered
+from deepwatch.contracts import DedupClass, EventPosition, MediaRecord, Sighting, UrlDiscovered
 
 if TYPE_CHECKING:
     from deepwatch.media.similar import Similar
@@ -71,18 +71,19 @@ def _closeness(similar: Similar) -> tuple[float, float, str]:
     return (-similar.match.matched_fraction, similar.match.distance, similar.record.media_id)
 
 
-def sighting_of(event: UrlDiscovered) -> Sighting:
+def sighting_of(event: UrlDiscovered, applied: dict[str, EventPosition] | None = None) -> Sighting:
     """The sighting an event stands for; seen at its discovery time, so a replayed event carries the
-    same times (and the merge keeps the earliest first_seen and the latest last_seen)."""
-    return Sighting(
-        url=event.url,
-        canonical_url=event.canonical_url,
-        source=event.source,
-        platform=event.platform,
-        first_seen=event.discovered_at,
-        last_seen=event.discovered_at,
-        hints=event.hints,
-    )
+    same times (and the merge keeps the earliest first_seen and the latest last_seen). ``applied``: the
+    event's position, per partition (``Sighting.applied``).
+
+    Assembled, not validated again: every field comes from the validated event with the same type (a
+    sighting's URLs, source and platform are an event's), one time makes the range, and the positions
+    are validated ``EventPosition`` parts."""
+    values = dict(url=event.url, canonical_url=event.canonical_url, source=event.source, platform=event.platform,
+                  first_seen=event.discovered_at, last_seen=event.discovered_at, hints=event.hints)
+    if applied is not None:
+        values["applied"] = applied
+    return Sighting.assembled(**values)
 
 
 def near_duplicate_record(new: MediaRecord, original: MediaRecord) -> MediaRecord:

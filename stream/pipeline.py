@@ -96,6 +96,7 @@ class _Hit:
     position: Position | None
     sighting: Sighting
     media_id: str
+    remembered: bool = False  # the handled-URL table holds media_id for the URL (no need to write it there)
 
 
 class StreamPipeline:
@@ -144,10 +145,11 @@ class StreamPipeline:
         hits: list[_Hit] = []
         for index, (event, position) in enumerate(events):
             sighting = sighting_at(event, position)
-            known = await self._known(event.canonical_url)
+            remembered = self.handled.get(event.canonical_url)
+            known = remembered if remembered is not None else await self._looked_up(event.canonical_url)
             decision = by_url(None if known == FAILED else known)
             if decision is not None and decision.target is not None:
-                hits.append(_Hit(event, position, sighting, decision.target))
+                hits.append(_Hit(event, position, sighting, decision.target, remembered is not None))
                 continue
             outcomes += await self._record_hits(hits)
             hits = []
@@ -163,13 +165,10 @@ class StreamPipeline:
         self.metrics.events.labels("url_dedup").inc(len(events))
         return outcomes
 
-    async def _known(self, canonical_url: str) -> str | None:
-        """The media id (or FAILED) the URL was handled as: the worker's table, then the index."""
-        known = self.handled.get(canonical_url)
-        if known is None:
-            record = await self._service("url_dedup", self.index.find_by_canonical_url, canonical_url)
-            known = record.media_id if record is not None else None
-        return known
+    async def _looked_up(self, canonical_url: str) -> str | None:
+        """The media id the index holds the URL under (the worker's table did not know it)."""
+        record = await self._service("url_dedup", self.index.find_by_canonical_url, canonical_url)
+        return record.media_id if record is not None else None
 
     async def _record_hits(self, hits: list[_Hit]) -> list[str]:
         outcomes = []
@@ -193,8 +192,9 @@ class StreamPipeline:
                             hit.event.canonical_url, hit.media_id)
                 done.append(False)
                 continue
-            if self.handled.get(hit.event.canonical_url) != head.media_id:  # a table write is a changelog message
-                self.handled[hit.event.canonical_url] = head.media_id
+            remembered = hit.remembered and hit.media_id == head.media_id
+            if not remembered and self.handled.get(hit.event.canonical_url) != head.media_id:
+                self.handled[hit.event.canonical_url] = head.media_id  # a table write is a changelog message
             results.append(result_of(head, hit.event, dedup))
             done.append(True)
         await self.publish_results(results)

@@ -41,11 +41,10 @@ class Position:
 
 def sighting_at(event: UrlDiscovered, position: Position | None) -> Sighting:
     """The event's sighting, carrying its position so that a redelivery is recognised (``Sighting.applied``)."""
-    sighting = sighting_of(event)
     if position is None:
-        return sighting
+        return sighting_of(event)
     mark = EventPosition(offset=position.offset, timestamp_ms=position.timestamp_ms)
-    return sighting.replaced(applied={position.partition_name: mark})
+    return sighting_of(event, {position.partition_name: mark})
 
 
 def new_record(

@@ -11,8 +11,10 @@ from deepwatch.contracts import (
     MAX_FACE_SCORES,
     ContractError,
     DeadLetter,
+    EventPosition,
     MediaRecord,
     ScoredMedia,
+    Sighting,
     UrlDiscovered,
     parse,
 )
@@ -129,6 +131,24 @@ def test_replaced_is_model_copy() -> None:
     assert moved.model_dump_json(exclude_unset=True) == rec.model_copy(
         update={"sightings": [cheap], "last_seen": later}).model_dump_json(exclude_unset=True)
     assert parse(MediaRecord, moved.to_json()) == moved and rec.last_seen == T0 + timedelta(hours=1)
+
+
+def test_assembled_is_the_validated_part() -> None:
+    """Assembling valid values makes what validating them makes: the same fields, defaults filled in (a
+    default factory called for each part), and the same fields set (which ``exclude_unset`` dumps)."""
+    values = {"url": "https://x.example/a?s=1", "canonical_url": "https://x.example/a", "source": "crawler",
+              "platform": "web", "first_seen": T0, "last_seen": T0, "hints": None}
+    assembled, validated = Sighting.assembled(**values), Sighting(**values)
+    assert assembled == validated and assembled.count == 1 and assembled.applied == {}
+    assert assembled.model_fields_set == validated.model_fields_set
+    assert assembled.model_dump_json(exclude_unset=True) == validated.model_dump_json(exclude_unset=True)
+    assert Sighting.assembled(**values).applied is not assembled.applied
+    mark = {"deepwatch.urls:1": EventPosition(offset=7, timestamp_ms=9)}
+    assert Sighting.assembled(**values, applied=mark) == Sighting(**values, applied=mark)
+    with pytest.raises(TypeError, match="'url'"):
+        Sighting.assembled(**{k: v for k, v in values.items() if k != "url"})
+    with pytest.raises(TypeError, match="colour"):
+        Sighting.assembled(**values, colour="red")
 
 
 @pytest.mark.parametrize(

@@ -207,3 +207,48 @@ def test_past_its_deadline_a_batch_starts_no_fetch(site: Site, tmp_path: Path, m
     record = index.get(known[0].media_id)
     assert record is not None and record.sightings[0].count == 3  # the seed's sighting, then two reposts
     index.close()
+
+
+def test_a_hit_writes_the_handled_table_only_when_it_did_not_know_the_url(tmp_path: Path) -> None:
+    """Each table write is a changelog message: a URL found in the index is written to the table once however
+    many of its reposts a batch holds, and a URL the table knew is not written again."""
+    from bench.stream import known_records
+
+    class CountingTable(dict[str, str]):
+        writes = 0
+
+        def __setitem__(self, key: str, value: str) -> None:
+            CountingTable.writes += 1
+            super().__setitem__(key, value)
+
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    known = known_records(2)
+    index.upsert_many(known)
+    handled = CountingTable()
+    published: list[ScoredMedia] = []
+
+    async def on_results(found: list[ScoredMedia]) -> None:
+        published.extend(found)
+
+    async def on_letter(d: DeadLetter) -> None:
+        raise AssertionError(d)
+
+    pipeline = StreamPipeline(load_settings(data_dir=tmp_path), index=index,
+                              store=LocalObjectStore(tmp_path / "objects"), scorer=None,  # type: ignore[arg-type]
+                              handled=handled, publish_results=on_results, publish_dead_letter=on_letter)
+
+    def reposts(*pairs: tuple[int, int]) -> list[tuple[UrlDiscovered, Position | None]]:
+        out: list[tuple[UrlDiscovered, Position | None]] = []
+        for i, offset in pairs:
+            url = known[i].sightings[0].canonical_url
+            e = UrlDiscovered(url=url, canonical_url=url, source="test", platform="web", discovered_at=T)
+            out.append((e, Position("deepwatch.urls", 0, offset, 1_000 + offset)))
+        return out
+
+    assert asyncio.run(pipeline.process_many(reposts((0, 0), (0, 1), (1, 2), (0, 3)))) == ["url"] * 4
+    assert CountingTable.writes == 2 and handled == {r.sightings[0].canonical_url: r.media_id for r in known}
+    assert asyncio.run(pipeline.process_many(reposts((0, 4), (1, 5)))) == ["url"] * 2
+    assert CountingTable.writes == 2 and len(published) == 6
+    stored = [index.get(r.media_id) for r in known]
+    assert [r.sightings[0].count for r in stored if r is not None] == [5, 3]  # the seed's, then the reposts
+    index.close()

@@ -186,10 +186,11 @@ class Settings(BaseSettings):
         "fewer hold less in memory and publish the first results of a backlog sooner"
     )
     worker_batch_budget_s: float = Field(
-        300.0, gt=0, le=900, description="the worker starts no new event of a batch after this long and reads the "
-        "rest again with its next fetches: Kafka puts a consumer that does not fetch for Faust's "
-        "broker_max_poll_interval (1000 s) out of its group, and new media take seconds each (the event under way "
-        "when the budget runs out is finished, so leave it room)"
+        300.0, gt=0, le=900, description="the worker starts no new event of a batch after this long, stops waiting "
+        "for a service that is down (index, object store, scoring API) and reads the rest again with its next "
+        "fetches: Kafka puts a consumer that does not fetch for Faust's broker_max_poll_interval (1000 s) out of "
+        "its group, and new media take seconds each (an event under way that is not waiting is finished, so leave "
+        "it room)"
     )
     worker_retry_base_s: float = Field(0.5, gt=0, description="first retry of a failed stage waits about this long")
     worker_retry_max_s: float = Field(30.0, gt=0, description="longest wait between two retries of one stage")

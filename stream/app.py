@@ -48,6 +48,7 @@ from deepwatch.settings import Settings
 from stream.metrics import CONTENT_TYPE, StreamMetrics
 from stream.records import Position
 from stream.results import ResultBatches
+from stream.retry import GiveWay
 from stream.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,18 @@ log = logging.getLogger(__name__)
 class Pipeline(Protocol):
     """What happens to a valid ``UrlDiscovered`` event (``stream.pipeline.StreamPipeline``)."""
 
-    async def process(self, event: UrlDiscovered, position: Position | None = None) -> object: ...
+    async def process(self, event: UrlDiscovered, position: Position | None = None,
+                      deadline: float | None = None) -> object:
+        """One event's outcome; raises ``stream.retry.GiveWay`` when, past ``deadline``, it was still waiting for
+        a service that is down."""
+        ...
 
     async def process_many(
         self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None = None
     ) -> Sequence[object]:
         """The events of one batch, in order; their outcomes in that order. Past ``deadline`` (``time.monotonic``)
-        it starts no new costly event and returns the outcomes of those handled, the first of them at least."""
+        it starts no new costly event, stops waiting for services that are down, and returns the outcomes of
+        those handled (the first of them at least, unless it was such a wait)."""
         ...
 
 
@@ -189,11 +195,14 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
 
     chosen: Pipeline = pipeline or _real_pipeline(settings, handled, publish_results, publish_dead_letter, metrics)
 
-    async def handle_one(discovered: UrlDiscovered, position: Position, message: Message) -> str:
-        """One event on its own, tried a few times before a bug in its path dead-letters it."""
+    async def handle_one(discovered: UrlDiscovered, position: Position, message: Message,
+                         deadline: float | None) -> str:
+        """One event on its own, tried a few times before a bug in its path dead-letters it (GiveWay passes)."""
         for attempt in range(1, INTERNAL_ATTEMPTS + 1):
             try:
-                return str(await chosen.process(discovered, position))
+                return str(await chosen.process(discovered, position, deadline))
+            except GiveWay:
+                raise
             except Exception as exc:
                 log.exception("pipeline failed on %s (attempt %d)", discovered.canonical_url, attempt)
                 if attempt == INTERNAL_ATTEMPTS:
@@ -260,7 +269,13 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             # A bug on some event's path: find it one event at a time. What the batch wrote before it
             # failed is written again, which changes nothing (idempotent writes, sighting watermarks).
             log.exception("a batch of %d events failed; handling them one at a time", len(valid))
-            outcomes = [await handle_one(d, p, m) for d, p, m in valid]
+            outcomes = []
+            for d, p, m in valid:
+                try:
+                    outcomes.append(await handle_one(d, p, m, deadline))
+                except GiveWay as gave:
+                    log.warning("%s; the rest of the batch is read again", gave)
+                    break
         # Handled: the messages before the first valid event left for later (all when none was left).
         count = len(messages) if len(outcomes) == len(valid) else at[len(outcomes)]
         valid = valid[: len(outcomes)]

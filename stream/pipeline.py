@@ -62,7 +62,7 @@ from storage.objects import ObjectStore
 from stream.dedup import Decision, by_content, by_url, near_duplicate_record
 from stream.metrics import StreamMetrics
 from stream.records import Position, new_record, result_of, scored, sighting_at, url_failure
-from stream.retry import Backoff
+from stream.retry import Backoff, GiveWay, past
 from stream.scoring_client import ScoringClient, ScoringRejected
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,18 @@ class StreamPipeline:
         self.policy = AddressPolicy.from_networks(settings.fetch_allow_networks)
         self.backoff = Backoff.from_settings(settings)
         self.workdir = settings.data_dir / "worker"
+        self._deadline: float | None = None  # the batch under way's (process_many): waits for services end there
 
     # --- the events ---------------------------------------------------------------------------------
-    async def process(self, event: UrlDiscovered, position: Position | None = None) -> str:
+    async def process(self, event: UrlDiscovered, position: Position | None = None,
+                      deadline: float | None = None) -> str:
         """Handle one event until its outcome is written; returns the outcome ("url", "exact", "near",
-        "scored", "variant", "failed", "failed-again")."""
-        return (await self.process_many([(event, position)]))[0]
+        "scored", "variant", "failed", "failed-again"). Raises :class:`GiveWay` when it was still waiting for a
+        service that is down at ``deadline``."""
+        outcomes, gave_way = await self._run([(event, position)], deadline)
+        if gave_way is not None:
+            raise gave_way
+        return outcomes[0]
 
     async def process_many(
         self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None = None
@@ -138,10 +144,35 @@ class StreamPipeline:
 
         A run of URL hits (most events of a busy crawl: reposts of URLs already handled) is one index
         write and their results are published together; any other event ends the run and goes through
-        fetching on its own, so that a later event of the same URL finds it handled. Once ``deadline``
-        (``time.monotonic()``) has passed, no event that needs a fetch is started: the outcomes returned
-        are those of the events before it (the caller reads the rest again later)."""
+        fetching on its own, so that a later event of the same URL finds it handled.
+
+        ``deadline`` (``time.monotonic()``): once it has passed, no event that needs a fetch is started (the
+        first event always is), and a stage waiting for a service that is down stops waiting (:class:`GiveWay`).
+        The outcomes returned are then those of the events before the first left (the caller reads the rest
+        again later)."""
+        outcomes, gave_way = await self._run(events, deadline)
+        if gave_way is not None:
+            log.warning("%s; %d of %d events handled, the rest is read again", gave_way, len(outcomes), len(events))
+        return outcomes
+
+    async def _run(self, events: Sequence[tuple[UrlDiscovered, Position | None]],
+                   deadline: float | None) -> tuple[list[str], GiveWay | None]:
+        """The outcomes of the events handled, and the GiveWay that stopped the others (None: all handled)."""
         outcomes: list[str] = []
+        gave_way = None
+        self._deadline = deadline
+        try:
+            await self._handle(events, deadline, outcomes)
+        except GiveWay as exc:
+            gave_way = exc
+        finally:
+            self._deadline = None
+        self.metrics.events.labels("url_dedup").inc(len(outcomes))  # once a batch: labels() costs as much as a lookup
+        return outcomes, gave_way
+
+    async def _handle(self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None,
+                      outcomes: list[str]) -> None:
+        """:meth:`process_many`'s loop; appends each outcome to ``outcomes`` once it is written."""
         hits: list[_Hit] = []
         for index, (event, position) in enumerate(events):
             sighting = sighting_at(event, position)
@@ -153,17 +184,14 @@ class StreamPipeline:
                 continue
             outcomes += await self._record_hits(hits)
             hits = []
-            if deadline is not None and index > 0 and time.monotonic() > deadline:
-                self.metrics.events.labels("url_dedup").inc(index)  # once a batch: labels() costs as much as a lookup
-                return outcomes
+            if index > 0 and past(deadline):
+                return
             if known == FAILED:
                 await self._count_failure_again(sighting)
                 outcomes.append("failed-again")
             else:
                 outcomes.append(await self._fetch_or_fail(event, position, sighting))
         outcomes += await self._record_hits(hits)
-        self.metrics.events.labels("url_dedup").inc(len(events))
-        return outcomes
 
     async def _looked_up(self, canonical_url: str) -> str | None:
         """The media id the index holds the URL under (the worker's table did not know it)."""
@@ -268,7 +296,7 @@ class StreamPipeline:
             await self._service("store", self.store.put, media_key, fetched.path, content_type=media.sniffed.mime)
             started = time.monotonic()
             try:
-                answer = await self.scorer.score(media_key)
+                answer = await self.scorer.score(media_key, until=self._deadline)
             except ScoringRejected as exc:
                 await self._service("store", self.store.delete, media_key)
                 raise Permanent("score", exc) from exc
@@ -373,6 +401,8 @@ class StreamPipeline:
                 if not is_service_failure(exc):
                     raise
                 wait = self.backoff.delay(retry, random.random())
+                if past(self._deadline, wait):
+                    raise GiveWay(stage, f"{type(exc).__name__}: {exc}") from exc
                 retry += 1
                 self.metrics.retries.labels(stage).inc()
                 log.warning("%s: %s (%s); retry %d in %.1f s", stage, type(exc).__name__, exc, retry, wait)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deepwatch.backoff import retry_after_seconds
 from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore, Probability, Verdict
 from deepwatch.settings import Settings, parse_api_key
-from stream.retry import Backoff
+from stream.retry import Backoff, GiveWay, past
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,18 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.opened_at is not None
 
-    async def acquire(self) -> bool:
+    async def acquire(self, until: float | None = None) -> bool:
         """Wait until a request may go; True when the caller is the probe of an open breaker (it must
-        then report :meth:`success` or :meth:`failure` before the next caller gets through)."""
+        then report :meth:`success` or :meth:`failure` before the next caller gets through). A wait past
+        ``until`` (``time.monotonic()``) raises :class:`GiveWay`."""
         while self.opened_at is not None:
             wait = self.opened_at + self.cooldown_s - self._clock()
             if wait > 0:
+                if past(until, min(wait, 1.0)):
+                    raise GiveWay("score", f"the circuit breaker is open ({self.failures} failures in a row)")
                 await asyncio.sleep(min(wait, 1.0))
                 continue
-            await self._probe.acquire()
+            await self._probe_turn(until)
             if self.opened_at is None:  # another probe closed it while we waited
                 self._probe.release()
                 return False
@@ -95,6 +98,16 @@ class CircuitBreaker:
                 continue
             return True
         return False
+
+    async def _probe_turn(self, until: float | None) -> None:
+        """The probe's lock, once the probe in flight (a whole scoring request) has answered."""
+        if until is None:
+            await self._probe.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._probe.acquire(), max(until - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise GiveWay("score", "the circuit breaker's probe has not answered") from None
 
     def success(self, probe: bool) -> None:
         self.failures = 0
@@ -158,12 +171,14 @@ class ScoringClient:
             backoff=Backoff.from_settings(settings),
         )
 
-    async def score(self, object_key: str, detectors: list[str] | None = None) -> ScoreAnswer:
-        """Score the stored object; waits out any outage. Raises only :class:`ScoringRejected`."""
+    async def score(self, object_key: str, detectors: list[str] | None = None, *,
+                    until: float | None = None) -> ScoreAnswer:
+        """Score the stored object; waits out any outage, until ``until`` (``time.monotonic()``) when given: a
+        wait that would end past it raises :class:`GiveWay` instead. Raises only that and :class:`ScoringRejected`."""
         body = {"object_key": object_key, "detectors": detectors or None, "aligned": False}
         retry = 0
         while True:
-            probe = await self.breaker.acquire()
+            probe = await self.breaker.acquire(until)
             try:
                 async with self._slots:
                     answer = await self._once(body)
@@ -173,6 +188,8 @@ class ScoringClient:
                 wait = self.backoff.delay(retry, random.random())
                 if exc.retry_after_s is not None:
                     wait = max(wait, min(exc.retry_after_s, self.backoff.max_s))
+                if past(until, wait):
+                    raise GiveWay("score", exc.reason) from None
                 retry += 1
                 log.warning("scoring %s: %s; retry %d in %.1f s", object_key, exc.reason, retry, wait)
                 await asyncio.sleep(wait)

@@ -24,6 +24,7 @@ from storage.index_sqlite import SqliteIndex
 from storage.objects_local import LocalObjectStore
 from stream.pipeline import FAILED, StreamPipeline
 from stream.records import Position
+from stream.retry import GiveWay
 from stream.scoring_client import ScoreAnswer
 from tests.detector_support import face_image, face_scene
 from tests.ingest_support import Site
@@ -40,7 +41,7 @@ class InProcessScorer:
         self.store, self.settings, self.detectors = store, settings, detectors
         self.scored: list[str] = []
 
-    async def score(self, object_key: str) -> ScoreAnswer:
+    async def score(self, object_key: str, until: float | None = None) -> ScoreAnswer:
         from serve.scoring import score_file
 
         def run() -> ScoreAnswer:
@@ -251,4 +252,69 @@ def test_a_hit_writes_the_handled_table_only_when_it_did_not_know_the_url(tmp_pa
     assert CountingTable.writes == 2 and len(published) == 6
     stored = [index.get(r.media_id) for r in known]
     assert [r.sightings[0].count for r in stored if r is not None] == [5, 3]  # the seed's, then the reposts
+    index.close()
+
+
+def test_past_its_deadline_a_wait_for_a_service_that_is_down_gives_way(site: Site, tmp_path: Path) -> None:
+    """The index or the object store down: a stage retries them for as long as they are down, but not past its
+    batch's deadline. There it stops waiting and the events from the one waiting on are left to be read again
+    (the worker must go back to Kafka before it is put out of its group); the outcomes before it stand."""
+    import time
+
+    import numpy as np
+
+    from bench.stream import known_records
+    from storage.errors import StorageError
+    from storage.index import SearchIndexError
+
+    class DownStore(LocalObjectStore):
+        def put(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            raise StorageError("the object store is down")
+
+    class DownIndex(SqliteIndex):
+        down = False
+
+        def add_sightings(self, items):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise SearchIndexError("the index is down")
+            return super().add_sightings(items)
+
+    settings = load_settings(data_dir=tmp_path, fetch_allow_networks="127.0.0.0/8", fetch_timeout_s=30,
+                             worker_retry_base_s=0.05, worker_retry_max_s=0.2)
+    site.put("/new.jpg", jpeg(np.full((64, 64, 3), 90, dtype=np.uint8)), "image/jpeg")
+    index = DownIndex(tmp_path / "index.sqlite3")
+    known = known_records(2)
+    index.upsert_many(known)
+    results: list[ScoredMedia] = []
+
+    async def on_results(found: list[ScoredMedia]) -> None:
+        results.extend(found)
+
+    async def on_letter(d: DeadLetter) -> None:
+        raise AssertionError(f"nothing is dead-lettered: {d}")
+
+    pipeline = StreamPipeline(settings, index=index, store=DownStore(tmp_path / "objects"), scorer=None,  # type: ignore[arg-type]
+                              handled={}, publish_results=on_results, publish_dead_letter=on_letter)
+
+    def repost(i: int, offset: int) -> tuple[UrlDiscovered, Position]:
+        url = known[i].sightings[0].canonical_url
+        e = UrlDiscovered(url=url, canonical_url=url, source="test", platform="web", discovered_at=T)
+        return e, Position("deepwatch.urls", 0, offset, 1_000 + offset)
+
+    new = (event(site, "/new.jpg"), Position("deepwatch.urls", 0, 1, 1_001))
+    started = time.monotonic()
+    outcomes = asyncio.run(pipeline.process_many([repost(0, 0), new, repost(1, 2)], time.monotonic() + 0.5))
+    took = time.monotonic() - started
+    assert outcomes == ["url"] and set(site.hits) == {"/new.jpg"} and took < 10
+    assert [r.media_id for r in results] == [known[0].media_id]
+    index.down = True
+    started = time.monotonic()
+    assert asyncio.run(pipeline.process_many([repost(1, 2)], time.monotonic() + 0.5)) == []
+    assert time.monotonic() - started < 10
+    with pytest.raises(GiveWay, match="record"):
+        asyncio.run(pipeline.process(*repost(1, 2), deadline=time.monotonic() + 0.3))
+    index.down = False
+    assert asyncio.run(pipeline.process_many([repost(1, 2)], time.monotonic() + 0.5)) == ["url"]
+    stored = [index.get(r.media_id) for r in known]
+    assert [r.sightings[0].count for r in stored if r is not None] == [2, 2]  # each: the seed's and one repost
     index.close()

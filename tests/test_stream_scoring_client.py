@@ -18,7 +18,7 @@ import pytest
 
 from deepwatch.embedded.processes import free_port
 from deepwatch.settings import load_settings
-from stream.retry import Backoff
+from stream.retry import Backoff, GiveWay
 from stream.scoring_client import CircuitBreaker, ScoringClient, ScoringRejected
 
 MEDIA_ID = "ab" * 32
@@ -152,3 +152,29 @@ def test_the_breaker_holds_requests_while_the_api_is_down_then_lets_them_through
     # about threshold + (1.5 s - time to open) / cooldown refusals, far below the ~150 an unguarded loop makes.
     assert 3 <= refused <= 3 + 1.5 / cooldown + 2
     assert len(requests) == 5 and took < cooldown + 2
+
+
+def test_past_its_deadline_the_client_stops_waiting_for_an_api_that_is_down(api: ScriptedScoreApi) -> None:
+    """With ``until``, a retry or a wait for the open breaker that would end past it raises GiveWay instead (the
+    worker must go back to Kafka); without it the client waits for as long as the API is down."""
+    api.script = [(503, {"detail": "down", "error_type": "Overloaded", "permanent": False}, {})]
+
+    async def go() -> tuple[float, float]:
+        c = client(api.url, breaker=CircuitBreaker(threshold=1000, cooldown_s=30))
+        started = time.monotonic()
+        with pytest.raises(GiveWay, match="HTTP 503"):
+            await c.score("media/ab/x.jpg", until=time.monotonic() + 0.4)
+        retried = time.monotonic() - started  # retries every 10-50 ms until the next would end past 0.4 s
+        await c.aclose()
+        # an open breaker (a 30 s cool-down) holds callers: past ``until``, they give way at once
+        c = client(api.url, breaker=CircuitBreaker(threshold=2, cooldown_s=30))
+        started = time.monotonic()
+        with pytest.raises(GiveWay, match="circuit breaker"):
+            await c.score("media/ab/y.jpg", until=time.monotonic() + 0.2)
+        held = time.monotonic() - started
+        assert c.breaker.is_open and c.unavailable == 2
+        await c.aclose()
+        return retried, held
+
+    retried, held = asyncio.run(go())
+    assert 0.25 < retried < 5 and held < 2 and len(api.requests) > 5

@@ -243,7 +243,6 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         valid: list[tuple[UrlDiscovered, Position, Message]] = []
         poison: list[int] = []  # index in messages of each record that is not an event
         at: list[int] = []  # index in messages of each valid event
-        metrics.events.labels("validate").inc(len(messages))  # once a batch: labels() costs as much as a lookup
         for index, message in enumerate(messages):
             try:
                 discovered = parse(UrlDiscovered, message.value or b"")
@@ -288,6 +287,8 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             log.info("\n".join(f"{p.topic}[{p.partition}]@{p.offset} {d.canonical_url}: {outcome}"
                                for (d, p, _), outcome in zip(valid, outcomes, strict=True)))
         messages = messages[:count]
+        # once a batch (labels() costs as much as a lookup), and only those handled: the rest are counted when read again
+        metrics.events.labels("validate").inc(count)
         last = {message.tp: message.offset for message in messages}
         for tp, offset in last.items():
             try:

@@ -16,8 +16,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.stream import counted_sightings, publish, record_known
 from deepwatch.contracts import TOPIC_DLQ, TOPIC_RESULTS, TOPIC_URLS, DeadLetter, ScoredMedia, UrlDiscovered, parse
@@ -60,8 +62,9 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
                              auto_offset_reset="earliest")
     results: list[ScoredMedia] = []
     letters: list[DeadLetter] = []
+    port = free_port()
     proc = worker(kafka_bootstrap, data, f"http://127.0.0.1:{free_port()}", "unused", worker_batch_budget_s="0.05",
-                  worker_fetch_attempts="1").start()
+                  worker_fetch_attempts="1", worker_web_port=str(port)).start()
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end and len(results) + len(letters) < len(events) + poison:
@@ -76,6 +79,8 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
         for batch in outcomes.poll(timeout_ms=500).values():
             results += [parse(ScoredMedia, m.value) for m in batch if m.topic == TOPIC_RESULTS]
             letters += [parse(DeadLetter, m.value) for m in batch if m.topic == TOPIC_DLQ]
+        counted = {(s.name, s.labels.get("stage")): s.value for family in text_string_to_metric_families(
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text) for s in family.samples}
     finally:
         proc.stop(grace_s=15)
         outcomes.close()
@@ -88,3 +93,6 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
     assert fetched == sorted(e.url for e in misses)
     assert sorted(site.hits) == sorted(e.url.removeprefix(site.base) for e in misses)  # each fetched once
     assert counted_sightings(data / "index.sqlite3", records) == len(records) + len(events) - len(misses)
+    # records read again after a cut are counted once, when handled
+    assert counted[("deepwatch_stream_events_total", "validate")] == len(payloads)
+    assert counted[("deepwatch_stream_events_total", "url_dedup")] == len(events)

@@ -112,6 +112,12 @@ class SearchIndex(Protocol):
         """The record last written with a sighting at this canonical URL."""
         ...
 
+    def media_ids_by_canonical_url(self, urls: Sequence[str]) -> dict[str, str]:
+        """For each of ``urls`` that has a record, the media id of the one :meth:`find_by_canonical_url` gives.
+        The stream asks for all the URLs of a batch its table does not know at once (a worker whose table is
+        empty, after a broker that kept its topics in memory restarted, say), and needs nothing else of them."""
+        ...
+
     def find_by_sha256(self, sha256: str) -> MediaRecord | None: ...
 
     def near_duplicates(self, hash_hex: str, radius: int, kind: HashKind = "pdq") -> list[tuple[str, int]]:

@@ -840,6 +840,12 @@ class ElasticsearchIndex:
             hits = self._client.search(index=self.media.alias, body=body).body["hits"]["hits"]
         return record_of(hits[0]["_source"]) if hits else None
 
+    def media_ids_by_canonical_url(self, urls: Sequence[str]) -> dict[str, str]:
+        # One search per URL, as find_by_canonical_url: the stream's table answers nearly every lookup, and a
+        # terms query over a batch would have to pick each URL's last written record out of the hits itself.
+        found = {url: self.find_by_canonical_url(url) for url in set(urls)}
+        return {url: record.media_id for url, record in found.items() if record is not None}
+
     def find_by_sha256(self, sha256: str) -> MediaRecord | None:
         # The media id is the sha256 of the bytes (the contract enforces it), so this is a get.
         return self.get(sha256)

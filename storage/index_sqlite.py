@@ -744,6 +744,18 @@ class SqliteIndex:
             ).fetchone()
             return None if row is None else MediaRecord.model_validate_json(_joined_document(*row))
 
+    def media_ids_by_canonical_url(self, urls: Sequence[str]) -> dict[str, str]:
+        wanted = set(urls)
+        if not wanted:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                """SELECT u.canonical_url, m.media_id FROM urls u JOIN media m ON m.seq = u.seq
+                   WHERE u.ukey IN (SELECT value FROM json_each(?))""",
+                (json.dumps([_ukey(url) for url in wanted]),),
+            ).fetchall()
+        return {url: media_id for url, media_id in rows if url in wanted}  # a URL has one row (_store_many)
+
     def find_by_sha256(self, sha256: str) -> MediaRecord | None:
         # The media id is the sha256 of the bytes (the contract enforces it), so this is a get.
         return self.get(sha256)

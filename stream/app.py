@@ -287,7 +287,7 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
             log.info("\n".join(f"{p.topic}[{p.partition}]@{p.offset} {d.canonical_url}: {outcome}"
                                for (d, p, _), outcome in zip(valid, outcomes, strict=True)))
         messages = messages[:count]
-        # once a batch (labels() costs as much as a lookup), and only those handled: the rest are counted when read again
+        # once a batch (labels() costs as much as a lookup), and only those handled: the rest count when read again
         metrics.events.labels("validate").inc(count)
         last = {message.tp: message.offset for message in messages}
         for tp, offset in last.items():

@@ -174,13 +174,20 @@ class StreamPipeline:
                       outcomes: list[str]) -> None:
         """:meth:`process_many`'s loop; appends each outcome to ``outcomes`` once it is written."""
         hits: list[_Hit] = []
-        for index, (event, position) in enumerate(events):
+        table = self.handled
+        remembered = [table.get(event.canonical_url) for event, _ in events]
+        # the URLs the table does not know, looked up in the index together: each alone took ~1 ms
+        unknown = [event.canonical_url for (event, _), known in zip(events, remembered, strict=True) if known is None]
+        in_index = await self._service("url_dedup", self.index.media_ids_by_canonical_url, unknown) if unknown else {}
+        for index, ((event, position), known) in enumerate(zip(events, remembered, strict=True)):
             sighting = sighting_at(event, position)
-            remembered = self.handled.get(event.canonical_url)
-            known = remembered if remembered is not None else await self._looked_up(event.canonical_url)
+            if known is None:  # an earlier event of this batch may have handled the URL since (its fetch wrote it)
+                known = remembered[index] = table.get(event.canonical_url)
+                if known is None:
+                    known = in_index.get(event.canonical_url)
             decision = by_url(None if known == FAILED else known)
             if decision is not None and decision.target is not None:
-                hits.append(_Hit(event, position, sighting, decision.target, remembered is not None))
+                hits.append(_Hit(event, position, sighting, decision.target, remembered[index] is not None))
                 continue
             outcomes += await self._record_hits(hits)
             hits = []
@@ -192,11 +199,6 @@ class StreamPipeline:
             else:
                 outcomes.append(await self._fetch_or_fail(event, position, sighting))
         outcomes += await self._record_hits(hits)
-
-    async def _looked_up(self, canonical_url: str) -> str | None:
-        """The media id the index holds the URL under (the worker's table did not know it)."""
-        record = await self._service("url_dedup", self.index.find_by_canonical_url, canonical_url)
-        return record.media_id if record is not None else None
 
     async def _record_hits(self, hits: list[_Hit]) -> list[str]:
         outcomes = []

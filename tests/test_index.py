@@ -115,6 +115,12 @@ def test_find_by_url_and_sha(index: SearchIndex) -> None:
     assert index.find_by_canonical_url("https://example.com/none") is None
     assert index.find_by_sha256(r2.media_id) == r2
     assert index.find_by_sha256(media_id("none")) is None
+    # the same lookups for many URLs at once: the media id of each that has a record
+    asked = ["https://example.com/a", "https://example.com/later", odd, "https://example.com/%",
+             "https://example.com/none", "https://example.com/a"]
+    assert index.media_ids_by_canonical_url(asked) == {"https://example.com/a": r1.media_id,
+                                                       "https://example.com/later": r1.media_id, odd: r2.media_id}
+    assert index.media_ids_by_canonical_url([]) == {}
 
 
 def test_url_points_at_the_newest_record(index: SearchIndex) -> None:
@@ -123,6 +129,7 @@ def test_url_points_at_the_newest_record(index: SearchIndex) -> None:
     old = index.upsert(record(1, sightings=[sighting(url)]))
     new = index.upsert(record(2, sightings=[sighting(url, first=T0 + HOUR)]))
     assert index.find_by_canonical_url(url) == new
+    assert index.media_ids_by_canonical_url([url]) == {url: new.media_id}
     assert index.get(old.media_id) == old
 
 

@@ -205,6 +205,9 @@ def test_past_its_deadline_a_batch_starts_no_fetch(site: Site, tmp_path: Path, m
     assert asyncio.run(pipeline.process_many([missing(4), missing(5)], past)) == ["failed"]
     # no deadline: all of them
     assert asyncio.run(pipeline.process_many([missing(6), repost(1, 7)])) == ["failed", "url"]
+    # a URL the batch's first look did not know, handled by an earlier event of the same batch: found then
+    again = (event(site, "/gone-8.mp4", hours=1), Position("deepwatch.urls", 0, 9, 1_009))
+    assert asyncio.run(pipeline.process_many([missing(8), again])) == ["failed", "failed-again"]
     record = index.get(known[0].media_id)
     assert record is not None and record.sightings[0].count == 3  # the seed's sighting, then two reposts
     index.close()

@@ -35,6 +35,7 @@ from stream.retry import Backoff, GiveWay, past
 log = logging.getLogger(__name__)
 
 SCORE_PATH = "/v1/score"
+PROBE_POLL_S = 0.1  # how often a caller with a deadline looks whether the breaker's probe has answered
 
 
 class ScoringRejected(Exception):
@@ -100,14 +101,14 @@ class CircuitBreaker:
         return False
 
     async def _probe_turn(self, until: float | None) -> None:
-        """The probe's lock, once the probe in flight (a whole scoring request) has answered."""
-        if until is None:
-            await self._probe.acquire()
-            return
-        try:
-            await asyncio.wait_for(self._probe.acquire(), max(until - time.monotonic(), 0.0))
-        except TimeoutError:
-            raise GiveWay("score", "the circuit breaker's probe has not answered") from None
+        """The probe's lock, once the probe in flight (a whole scoring request) has answered. Polled rather than
+        awaited under ``asyncio.wait_for``: on Python 3.11 a timeout that comes as the lock is granted loses it,
+        and a lost probe lock would hold every request for good."""
+        while until is not None and self._probe.locked():
+            if past(until, PROBE_POLL_S):
+                raise GiveWay("score", "the circuit breaker's probe has not answered")
+            await asyncio.sleep(PROBE_POLL_S)
+        await self._probe.acquire()
 
     def success(self, probe: bool) -> None:
         self.failures = 0

@@ -178,3 +178,24 @@ def test_past_its_deadline_the_client_stops_waiting_for_an_api_that_is_down(api:
 
     retried, held = asyncio.run(go())
     assert 0.25 < retried < 5 and held < 2 and len(api.requests) > 5
+
+
+def test_a_caller_with_a_deadline_gives_way_while_the_probe_is_out() -> None:
+    """After the cool-down one probe goes through; the others wait for its answer (a whole scoring request), but
+    not past their ``until``. The probe's lock is not lost: its answer lets the next caller through."""
+
+    async def go() -> None:
+        breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+        breaker.failure(probe=False)
+        await asyncio.sleep(0.1)  # the cool-down is over
+        assert await breaker.acquire() is True  # the probe, in flight
+        started = time.monotonic()
+        with pytest.raises(GiveWay, match="probe"):
+            await breaker.acquire(until=time.monotonic() + 0.3)
+        assert time.monotonic() - started < 1.0
+        waiting = asyncio.create_task(breaker.acquire(until=time.monotonic() + 5))
+        await asyncio.sleep(0.15)
+        breaker.success(probe=True)  # the probe's answer closes the breaker
+        assert await asyncio.wait_for(waiting, 2) is False and not breaker.is_open and not breaker._probe.locked()
+
+    asyncio.run(go())

@@ -78,7 +78,7 @@ def sighting_of(event: UrlDiscovered, applied: dict[str, EventPosition] | None =
 
     Assembled, not validated again: every field comes from the validated event with the same type (a
     sighting's URLs, source and platform are an event's), one time makes the range, and the positions
-    are validated ``EventPosition`` parts."""
+    are validated ``EventPosition`` parts under Kafka's own partition names."""
     values = dict(url=event.url, canonical_url=event.canonical_url, source=event.source, platform=event.platform,
                   first_seen=event.discovered_at, last_seen=event.discovered_at, hints=event.hints)
     if applied is not None:

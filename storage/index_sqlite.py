@@ -43,7 +43,7 @@ import pydantic
 import pydantic_core
 from pydantic import Field
 
-from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Review, Sighting, Verdict
+from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Probability, Review, Sighting, Verdict
 from storage import hamming, merge
 from storage import search_memory as mirror
 from storage.decoded import DecodedRecords
@@ -322,7 +322,7 @@ class _HitView(pydantic.BaseModel):
     media_id: str
     dedup: DedupClass = "none"
     verdict: Verdict | None = None
-    score: float | None = None
+    score: Probability | None = None
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
     sightings: list[Sighting] = Field(default_factory=list)
     first_seen: pydantic.AwareDatetime

@@ -1,7 +1,8 @@
 """The stages one valid ``UrlDiscovered`` event goes through (issue 6).
 
 1. URL dedup: the worker's table of handled canonical URLs (a Faust table, changelog-backed), then the
-   index (``find_by_canonical_url``). A known URL only adds a sighting.
+   index (``media_ids_by_canonical_url``, for all the URLs of a batch the table does not know at once). A known
+   URL only adds a sighting.
 2. Fetch (SSRF guard and limits from the settings), content dedup on the sha256: known bytes only add
    a sighting.
 3. Normalize, fingerprint, near-duplicate search (``find_similar``) and ``stream.dedup.by_content``:
@@ -162,7 +163,7 @@ class StreamPipeline:
         gave_way = None
         self._deadline = deadline
         try:
-            await self._handle(events, deadline, outcomes)
+            await self._handle(events, outcomes)
         except GiveWay as exc:
             gave_way = exc
         finally:
@@ -170,9 +171,9 @@ class StreamPipeline:
         self.metrics.events.labels("url_dedup").inc(len(outcomes))  # once a batch: labels() costs as much as a lookup
         return outcomes, gave_way
 
-    async def _handle(self, events: Sequence[tuple[UrlDiscovered, Position | None]], deadline: float | None,
-                      outcomes: list[str]) -> None:
-        """:meth:`process_many`'s loop; appends each outcome to ``outcomes`` once it is written."""
+    async def _handle(self, events: Sequence[tuple[UrlDiscovered, Position | None]], outcomes: list[str]) -> None:
+        """:meth:`process_many`'s loop, under ``self._deadline``; appends each outcome to ``outcomes`` once it is
+        written."""
         hits: list[_Hit] = []
         table = self.handled
         remembered = [table.get(event.canonical_url) for event, _ in events]
@@ -191,7 +192,7 @@ class StreamPipeline:
                 continue
             outcomes += await self._record_hits(hits)
             hits = []
-            if index > 0 and past(deadline):
+            if index > 0 and past(self._deadline):
                 return
             if known == FAILED:
                 await self._count_failure_again(sighting)

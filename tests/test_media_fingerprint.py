@@ -23,7 +23,7 @@ from deepwatch.contracts import Fingerprints
 from deepwatch.media.errors import Corrupt, NotFound, TooLarge, Unsupported
 from deepwatch.media.fingerprint import FingerprintOptions, MediaFingerprint, face_frame_indices, fingerprint_file
 from deepwatch.media.frames import next_sample_after_next_keyframe, open_frames, p_frames_skip_b_frames, sample_times
-from deepwatch.media.hashes import bits_to_hex, content_box, hamming, pdq_pair, phash_pair
+from deepwatch.media.hashes import bits_to_hex, content_box, grey, hamming, pdq_pair, phash_pair
 from deepwatch.media.videohash_compat import ffmpeg_slot_times, make_collage, videohash_of_frames, whash_bits
 from deepwatch.settings import load_settings
 from tests.fingerprint_support import FPS, Clips, clips, face_images, letterboxed, scene, texture, with_face  # noqa: F401
@@ -62,6 +62,7 @@ def test_phash_is_imagehash_phash(seed: int) -> None:
     picture = smooth(seed)
     plain, mirrored = phash_pair(picture)
     assert plain == str(imagehash.phash(Image.fromarray(picture)))
+    assert phash_pair(grey(picture)) == (plain, mirrored)  # a frame's grey, converted once for its hashes
     # ours mirrors the 32x32 grey image instead of resizing the mirrored picture: a bit or two at most
     assert hamming(mirrored, str(imagehash.phash(ImageOps.mirror(Image.fromarray(picture))))) <= 2
 
@@ -69,7 +70,7 @@ def test_phash_is_imagehash_phash(seed: int) -> None:
 def test_content_box_trims_black_bars_only() -> None:
     picture = smooth(7, 160, 120)
     boxed = cv2.copyMakeBorder(picture, 20, 20, 10, 10, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    assert content_box(boxed) == (10, 20, 160, 120)
+    assert content_box(boxed) == content_box(grey(boxed)) == (10, 20, 160, 120)
     assert content_box(picture) == (0, 0, 160, 120)
     dark = np.full((120, 160, 3), 8, dtype=np.uint8)
     dark[50:60, 70:80] = 200  # a small light in the night: not a picture inside borders
@@ -210,7 +211,7 @@ def test_frame_pdq_is_pdqhash_of_that_frame_decoded_in_full(clips: Clips) -> Non
         decoded = [(float(f.time), f) for f in container.decode(video=0)]
     for frame in fp.frames:
         _, full = min(decoded, key=lambda d: abs(d[0] - frame.t))
-        rgb = full.reformat(width=256, height=192, format="rgb24", interpolation="AREA").to_ndarray()
+        rgb = full.reformat(width=160, height=120, format="rgb24", interpolation="AREA").to_ndarray()
         assert hamming(frame.pdq, bits_to_hex(pdqhash.compute(rgb)[0])) <= 16
 
 
@@ -265,8 +266,9 @@ def independent_samples(path: Path, skip_frame: str) -> list[tuple[float, np.nda
         decoded = [(float(f.time), f) for f in container.decode(stream)]
     start = decoded[0][0]
     kept = sample_times([t - start for t, _ in decoded], 1.0, 0.5 / rate, lead_s=0.1 + 1 / rate)
-    return [(decoded[i][0] - start, decoded[i][1].reformat(width=64, height=48, format="rgb24",
-                                                          interpolation="AREA").to_ndarray()) for i in kept]
+    return [(decoded[i][0] - start, {side: decoded[i][1].reformat(width=side, height=side * 3 // 4, format="rgb24",
+                                                                 interpolation="AREA").to_ndarray()
+                                     for side in (64, 32)}) for i in kept]
 
 
 @pytest.mark.parametrize(
@@ -283,10 +285,13 @@ def test_sparse_decoding_gives_exactly_the_frames_of_a_plain_pass(
     path = clips.get(name, lambda: scene(1), **encoding)
     header, frames = open_frames(path, interval_s=1.0, max_keyframe_gap_s=0, max_frames=900, max_pixels=2**27)
     assert header.mode == mode
-    ours = [(f.t, f.rgb(64)) for f in frames]
+    # every other frame also at a second size, as face frames are: each size keeps its own scaler
+    ours = [(f.t, {64: f.rgb(64)} | ({32: f.rgb(32)} if i % 2 else {})) for i, f in enumerate(frames)]
     theirs = independent_samples(path, skip_frame)
     assert [round(t, 6) for t, _ in ours] == [round(t, 6) for t, _ in theirs]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs, strict=True))
+    assert all(
+        np.array_equal(a[side], b[side]) for (_, a), (_, b) in zip(ours, theirs, strict=True) for side in a
+    )
 
 
 def test_image_fingerprint_follows_exif_orientation(tmp_path: Path) -> None:

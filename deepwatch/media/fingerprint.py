@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from deepwatch.digest import sha256_file
-from deepwatch.media.frames import open_frames
+from deepwatch.media.frames import open_frames, scaled_size
 from deepwatch.media.hashes import (
     bits_to_hex,
     centre_crop,
     content_box,
+    grey,
     grid_mask,
     luma_grid,
     pdq,
@@ -44,7 +45,10 @@ if TYPE_CHECKING:
     from deepwatch.media.faces import FaceBox
     from deepwatch.settings import Settings
 
-HASH_SIDE = 256  # frames are hashed at this long side: PDQ works on 64x64, and more pixels only cost time
+RENDER_SIDE = 256  # frames are rendered at this long side, what videohash2's 144x144 squares are made from
+# and hashed at this one: PDQ works on 64x64, smoothing 2:1 from 128 px up (below, its sampling aliases), and
+# more pixels only cost time (PDQ's own cost grows with them: at 256 px the three hashes took twice as long)
+HASH_SIDE = 160
 FACE_SIDE = 640  # the face detector and the face crops get more pixels, for small faces
 FACE_CROP_SIDE = 64  # face crops are shrunk to PDQ's own working size before hashing
 FACE_MARGIN = 0.1
@@ -205,19 +209,19 @@ class MediaFingerprint:
 def frame_hash(t: float, rgb: np.ndarray, faces: list[tuple[int, int, int, int]] | None = None) -> FrameHash:
     """PDQ and pHash of one frame inside its black borders, of its mirror image and of its centred 90 %;
     with ``faces`` (regions in ``rgb``'s pixels), also the scene's luma grid and which cells the faces cover."""
-    x, y, w, h = content_box(rgb)
-    picture = rgb[y : y + h, x : x + w]
-    cropped = centre_crop(picture, CROP_KEEP)
+    luma = grey(rgb)  # once for the border search and both pHashes
+    x, y, w, h = content_box(luma)
+    picture, picture_luma = rgb[y : y + h, x : x + w], luma[y : y + h, x : x + w]
     pair = pdq_pair(picture)
-    coarse, coarse_flip = phash_pair(picture)
+    coarse, coarse_flip = phash_pair(picture_luma)
     grid = mask = None
     if faces:
         inside = [(fx - x, fy - y, fw, fh) for fx, fy, fw, fh in faces]
         grid = luma_grid(picture).tobytes().hex()
         mask = bits_to_hex(grid_mask(inside, w, h).flatten())
-    return FrameHash(
-        t, pair.pdq, pair.quality, pair.mirrored, pdq(cropped), coarse, coarse_flip, phash(cropped), grid, mask
-    )
+    cropped = pdq(centre_crop(picture, CROP_KEEP))
+    cropped_coarse = phash(centre_crop(picture_luma, CROP_KEEP))
+    return FrameHash(t, pair.pdq, pair.quality, pair.mirrored, cropped, coarse, coarse_flip, cropped_coarse, grid, mask)
 
 
 def face_frame_indices(expected: int, budget: int) -> set[int]:
@@ -264,6 +268,16 @@ def scene_masks(
     return [face_region(b, size[0], size[1], SCENE_MASK_MARGIN) for b in scaled]
 
 
+def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` area-averaged down to ``max_side`` on its long side (as it is when it is not larger)."""
+    import cv2
+
+    size = scaled_size(rgb.shape[1], rgb.shape[0], max_side)
+    if size == (rgb.shape[1], rgb.shape[0]):
+        return rgb
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFingerprint:
     """Fingerprint a local image or video in one decoding pass.
 
@@ -293,7 +307,8 @@ def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFi
         width, height = sample.width, sample.height  # as shown: a display matrix may turn the coded frame
         if header.kind == "video" and videohash is None:
             videohash = VideohashBuilder(width, height)
-        rgb = sample.rgb(HASH_SIDE)
+        rgb = sample.rgb(RENDER_SIDE)
+        small = shrink(rgb, HASH_SIDE)
         masks = None
         if index in face_at:
             from deepwatch.media.faces import detect_faces
@@ -306,10 +321,10 @@ def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFi
             # a face cut by the frame's edge shows differently in every crop of it: no evidence either way
             boxes = [b for b in boxes if not b.cut][:MAX_FACES_PER_FRAME]
             faces.extend(face_hashes(sample.t, big, boxes, (sample.width, sample.height)))
-            big_size, size = (big.shape[1], big.shape[0]), (rgb.shape[1], rgb.shape[0])
+            big_size, size = (big.shape[1], big.shape[0]), (small.shape[1], small.shape[0])
             masks = scene_masks(boxes, big_size, size) if boxes else None
             clock.lap("faces")
-        frames.append(frame_hash(sample.t, rgb, masks))
+        frames.append(frame_hash(sample.t, small, masks))
         clock.lap("pdq")
         if videohash is not None:
             videohash.add(sample.t, rgb)

@@ -31,27 +31,37 @@ def bits_to_hex(bits: np.ndarray) -> str:
     return f"{value:0{len(bits) // 4}x}"
 
 
-def phash_pair(rgb: np.ndarray) -> tuple[str, str]:
-    """ImageHash's pHash (8x8 of the DCT of a 32x32 grey image) of the picture and of its mirror image, as 16
-    hex digits each. The mirror's is taken from the mirrored 32x32 image, which saves a second resize and may
-    differ from ``phash(mirror(picture))`` by a bit or two."""
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's ``L`` (ITU-R 601-2 luma, rounded) of an RGB picture, as ImageHash computes it; a grey picture
+    (2-D) is returned as it is, so that callers convert a frame once for all of its hashes."""
     from PIL import Image
 
-    grey = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).convert("L")
-    pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    if rgb.ndim == 2:
+        return rgb
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).convert("L"))
+
+
+def phash_pair(picture: np.ndarray) -> tuple[str, str]:
+    """ImageHash's pHash (8x8 of the DCT of a 32x32 grey image) of the picture (RGB, or grey from
+    :func:`grey`) and of its mirror image, as 16 hex digits each. The mirror's is taken from the mirrored
+    32x32 image, which saves a second resize and may differ from ``phash(mirror(picture))`` by a bit or two."""
+    from PIL import Image
+
+    small = Image.fromarray(np.ascontiguousarray(grey(picture))).resize((32, 32), Image.Resampling.LANCZOS)
+    pixels = np.asarray(small, dtype=np.float64)
     return _phash_hex(pixels), _phash_hex(pixels[:, ::-1])
 
 
-def phash(rgb: np.ndarray) -> str:
-    return phash_pair(rgb)[0]
+def phash(picture: np.ndarray) -> str:
+    return phash_pair(picture)[0]
 
 
 def _phash_hex(pixels: np.ndarray) -> str:
     import scipy.fftpack
 
     low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
-    bits = (low > np.median(low)).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"  # ImageHash's order: first bit highest
+    # ImageHash's order: the first bit is the highest
+    return np.packbits(low > np.median(low)).tobytes().hex()
 
 
 def hamming(a: str, b: str) -> int:
@@ -74,22 +84,24 @@ def pdq_pair(rgb: np.ndarray) -> PdqPair:
     The mirror is hashed from the mirrored pixels: pdqhash's dihedral shortcut (sign flips of the same DCT)
     differs from that by 18-30 bits of 256 on smooth pictures, because its downsampling is not symmetric.
     """
+    import cv2
     import pdqhash
 
-    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
-    mirrored, _ = pdqhash.compute(np.ascontiguousarray(rgb[:, ::-1], dtype=np.uint8))
+    pixels = np.ascontiguousarray(rgb, dtype=np.uint8)
+    bits, quality = pdqhash.compute(pixels)
+    mirrored, _ = pdqhash.compute(cv2.flip(pixels, 1))  # numpy's copy of a reversed view costs 15 times more
     return PdqPair(bits_to_hex(bits), bits_to_hex(mirrored), int(quality))
 
 
-def content_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
-    """``(x, y, w, h)`` of the picture inside black borders (letterbox, pillarbox); the whole frame if none.
+def content_box(picture: np.ndarray) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` of the picture (RGB, or grey from :func:`grey`) inside black borders (letterbox,
+    pillarbox); the whole frame if none.
 
     Borders are trimmed from the edges only, so dark areas inside the picture stay; a frame that is dark
     almost everywhere keeps its size rather than being cut to a sliver.
     """
-    height, width = rgb.shape[:2]
-    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-    bright = luma > BORDER_LUMA
+    height, width = picture.shape[:2]
+    bright = grey(picture) > BORDER_LUMA
     rows = np.flatnonzero(bright.mean(axis=1) > BORDER_BRIGHT_SHARE)
     cols = np.flatnonzero(bright.mean(axis=0) > BORDER_BRIGHT_SHARE)
     if rows.size == 0 or cols.size == 0:

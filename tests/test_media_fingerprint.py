@@ -294,6 +294,17 @@ def test_sparse_decoding_gives_exactly_the_frames_of_a_plain_pass(
     )
 
 
+def test_samples_closer_than_the_frames_a_sparse_mode_decodes_come_from_every_frame(clips: Clips) -> None:  # noqa: F811
+    """x264's 3 B frames in a row leave an I or P frame every 4th: samples every 2nd frame need them all."""
+    path = clips.get("plain", lambda: scene(1))
+    header, frames = open_frames(path, interval_s=2 / FPS, max_keyframe_gap_s=2 / FPS, max_frames=900, max_pixels=2**27)
+    assert header.mode == "every-frame"
+    times = [f.t for f in frames]
+    assert len(times) == header.expected_frames and np.allclose(np.diff(times), 2 / FPS)
+    wider, _ = open_frames(path, interval_s=4 / FPS, max_keyframe_gap_s=0, max_frames=900, max_pixels=2**27)
+    assert wider.mode == "p-frames"
+
+
 def test_image_fingerprint_follows_exif_orientation(tmp_path: Path) -> None:
     path = tmp_path / "rotated.jpg"
     upright = pattern(160, 120)

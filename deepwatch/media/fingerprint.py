@@ -122,7 +122,7 @@ class MediaFingerprint:
     videohash: str | None  # 16 hex, videohash2's algorithm computed from our own decoded frames
     frames: tuple[FrameHash, ...]  # about 1 per second of video; one for an image
     faces: tuple[FaceHash, ...]
-    decode_mode: str = ""  # "image", "keyframes" or "reference-frames" (see deepwatch.media.frames)
+    decode_mode: str = ""  # "image", "keyframes", "p-frames", … (deepwatch.media.frames.DecodeMode)
     timings: dict[str, float] = field(default_factory=dict, compare=False)  # CPU seconds per step
 
     def to_contract(self) -> Fingerprints:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from PIL import Image
 
 from deepwatch.contracts import DetectorScore
 from deepwatch.media.encode import write_video
+from deepwatch.media.errors import Corrupt
 from deepwatch.settings import load_settings
 from serve.detectors.base import Detector
 from serve.ensemble import EnsembleConfig, calibrate, ensemble_score
@@ -19,7 +23,12 @@ from serve.scoring import (
     FaceCrops,
     aggregate,
     crops_for,
+    decode_media,
     face_scores,
+    faces_while_decoding,
+    find_faces,
+    media_frames,
+    read_ahead,
     representative_faces,
     resize,
     run_detector,
@@ -100,6 +109,52 @@ def test_a_video_is_scored_on_evenly_spaced_frames(models_dir: Path, mesonet: di
     value, _ = aggregate([f.scores["meso4_f2f"] for f in faces], [f.frame for f in faces])
     assert value == pytest.approx(score.p_fake, abs=1e-5)
     assert all(f.score == pytest.approx(f.scores["meso4_f2f"], abs=1e-5) for f in faces)
+
+
+def test_faces_found_while_decoding_are_the_faces_of_the_decoded_frames(models_dir: Path, tmp_path: Path) -> None:
+    face = face_image(models_dir, "df/df00204.jpg")
+    path = tmp_path / "clip.mp4"
+    write_video(path, [face_scene(face, size=(480, 360), at=(40 + 5 * i, 60), side=200) for i in range(40)], fps=10.0)
+    settings = load_settings(data_dir=tmp_path, score_frames_per_video=20)
+    _, decoded = decode_media(path, settings, tmp_path / "once")
+    expected = find_faces(decoded, confidence=0.8, margin=0.2)
+    _, frames = media_frames(path, settings, tmp_path / "streamed")
+    count, faces, seconds = faces_while_decoding(frames, confidence=0.8, margin=0.2, chunk=8)  # 8 + 8 + 4
+    assert count == len(decoded) == 20 and len(faces) >= 15 and seconds > 0
+    assert [(f.frame, f.box, f.t) for f in faces] == [(f.frame, f.box, f.t) for f in expected]
+    assert all(np.array_equal(a.crop, b.crop) for a, b in zip(faces, expected, strict=True))
+
+
+def test_read_ahead_hands_over_items_then_the_error_in_order() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise Corrupt("broken after two frames")
+
+    got = []
+    with pytest.raises(Corrupt, match="broken after two frames"):
+        for item in read_ahead(items(), depth=1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_reader_stopped_early_stops_and_closes_its_source_first() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            for i in itertools.count():
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    reader = read_ahead(items(), depth=2)
+    assert next(reader) == 0
+    reader.close()
+    assert closed.is_set()  # before close() returned: the file being decoded may be removed now
+    assert len(produced) <= 4  # one handed over, two waiting, one being offered
 
 
 def test_sampling_interval_spreads_the_frames_over_the_duration() -> None:

@@ -146,10 +146,11 @@ def publish(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> 
         producer.close(timeout=30)
 
 
-def start_worker(bootstrap: str, data_dir: Path, run: int) -> ManagedProcess:
+def start_worker(bootstrap: str, data_dir: Path, run: int, log_events: bool = False) -> ManagedProcess:
+    """A worker on ``data_dir`` logging to ``worker-<run>.log`` (with ``log_events``, a line per event)."""
     env = dict(os.environ)
     env.update({"DEEPWATCH_KAFKA_BOOTSTRAP": bootstrap, "DEEPWATCH_DATA_DIR": str(data_dir),
-                "DEEPWATCH_WORKER_WEB_PORT": str(free_port()),
+                "DEEPWATCH_WORKER_WEB_PORT": str(free_port()), "DEEPWATCH_WORKER_LOG_EVENTS": str(log_events).lower(),
                 # nothing is scored on this path: an API that is not there would show if something were
                 "DEEPWATCH_SERVE_URL": f"http://127.0.0.1:{free_port()}"})
     proc = ManagedProcess("worker", [sys.executable, "-m", "deepwatch", "worker"], data_dir / f"worker-{run}.log",

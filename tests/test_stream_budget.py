@@ -12,6 +12,7 @@ counts each hit once.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_a_batch_over_its_budget_is_finished_by_later_fetches(kafka_bootstrap: s
 
     log = proc.log_path.read_text(errors="replace")
     assert "the rest is read again" in log  # the budget did cut batches short
+    # a count per outcome for each batch, not a line per event (worker_log_events is off by default)
+    assert re.search(r"handled \d+ events: \d+ url\b", log) and not re.search(r"deepwatch\.urls\[\d+\]@\d+ ", log)
     assert sorted(r.trace_id for r in results) == sorted(e.trace_id for e in events if e not in misses)
     assert sorted(d.stage for d in letters) == ["fetch"] * len(misses) + ["validate"] * poison
     fetched = sorted(parse(UrlDiscovered, d.payload).url for d in letters if d.stage == "fetch")

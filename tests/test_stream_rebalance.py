@@ -53,7 +53,7 @@ def test_two_workers_take_over(kafka_bootstrap: str, site: Site, tmp_path: Path,
     first = [ev(p) for p in paths[:8]]
     second = [ev(p) for p in paths[8:]] + [ev(p) for p in paths[:8]]
     common = {"index_sqlite_path": str(shared / "index.sqlite3"), "store_local_dir": str(shared / "objects"),
-              "kafka_session_timeout_s": "3", "kafka_heartbeat_s": "1"}
+              "kafka_session_timeout_s": "3", "kafka_heartbeat_s": "1", "worker_log_events": "true"}
 
     with scoring_api(shared, models_dir, KEY) as api:
         before = scored_total(api)

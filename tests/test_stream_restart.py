@@ -43,7 +43,7 @@ def test_every_start_on_a_backlog_handles_every_offset(kafka_bootstrap: str, tmp
         for run in range(STARTS):
             payloads = backlog(run, EVENTS, records)
             publish(kafka_bootstrap, TOPIC_URLS, payloads)
-            proc = start_worker(kafka_bootstrap, data, run)
+            proc = start_worker(kafka_bootstrap, data, run, log_events=True)  # the offsets it handled
             try:
                 outcomes.wait([parse(UrlDiscovered, v) for _, v in payloads], 60, proc)
             finally:

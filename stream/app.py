@@ -55,10 +55,10 @@ from stream.transport import Transport
 log = logging.getLogger(__name__)
 
 
-
 def outcome_counts(outcomes: Sequence[str]) -> str:
     """``"18 url, 2 new"``: how many events of a batch had each outcome, the most common first."""
     return ", ".join(f"{count} {outcome}" for outcome, count in Counter(outcomes).most_common())
+
 
 class Pipeline(Protocol):
     """What happens to a valid ``UrlDiscovered`` event (``stream.pipeline.StreamPipeline``)."""

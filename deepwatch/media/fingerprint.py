@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from deepwatch.settings import Settings
 
 RENDER_SIDE = 256  # frames are rendered at this long side, what videohash2's 144x144 squares are made from
-# and hashed at this one: PDQ works on 64x64, smoothing 2:1 from 128 px up (below, its sampling aliases), and
+# and hashed at this one: PDQ works on 64x64 and smooths only sides over 128 px (shorter ones it samples), and
 # more pixels only cost time (PDQ's own cost grows with them: a frame's hashes took 1.8 times as long at 256 px)
 HASH_SIDE = 160
 FACE_SIDE = 640  # the face detector and the face crops get more pixels, for small faces

@@ -43,19 +43,22 @@ def result(
     params: dict[str, Any],
     target: float | None = None,
 ) -> dict[str, Any]:
-    """One entry; ``ratio`` is ours / peer, as the convention says, whichever way is better."""
+    """One entry; ``ratio`` is ours / peer, as the convention says, whichever way is better. The ratio and the
+    target's verdict are worked out from the figures as printed, so that a reader who divides them gets the
+    same ratio (from the unrounded ones it could differ in the last digit)."""
+    ours, theirs = significant(value), significant(peer_value)
     out: dict[str, Any] = {
         "name": name,
-        "value": significant(value),
+        "value": ours,
         "unit": unit,
         "better": better,
-        "peer": {"name": peer_name, "value": significant(peer_value)},
-        "ratio": round(value / peer_value, 4) if peer_value else None,
+        "peer": {"name": peer_name, "value": theirs},
+        "ratio": round(ours / theirs, 4) if theirs else None,
         "params": params,
     }
     if target is not None:
         out["target"] = target
-        out["meets_target"] = value <= target if better == "lower" else value >= target
+        out["meets_target"] = ours <= target if better == "lower" else ours >= target
     return out
 
 

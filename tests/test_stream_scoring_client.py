@@ -163,14 +163,14 @@ def test_past_its_deadline_the_client_stops_waiting_for_an_api_that_is_down(api:
         c = client(api.url, breaker=CircuitBreaker(threshold=1000, cooldown_s=30))
         started = time.monotonic()
         with pytest.raises(GiveWay, match="HTTP 503"):
-            await c.score("media/ab/x.jpg", until=time.monotonic() + 0.4)
+            await asyncio.wait_for(c.score("media/ab/x.jpg", until=time.monotonic() + 0.4), 20)
         retried = time.monotonic() - started  # retries every 10-50 ms until the next would end past 0.4 s
         await c.aclose()
         # an open breaker (a 30 s cool-down) holds callers: past ``until``, they give way at once
         c = client(api.url, breaker=CircuitBreaker(threshold=2, cooldown_s=30))
         started = time.monotonic()
         with pytest.raises(GiveWay, match="circuit breaker"):
-            await c.score("media/ab/y.jpg", until=time.monotonic() + 0.2)
+            await asyncio.wait_for(c.score("media/ab/y.jpg", until=time.monotonic() + 0.2), 20)
         held = time.monotonic() - started
         assert c.breaker.is_open and c.unavailable == 2
         await c.aclose()
@@ -191,7 +191,7 @@ def test_a_caller_with_a_deadline_gives_way_while_the_probe_is_out() -> None:
         assert await breaker.acquire() is True  # the probe, in flight
         started = time.monotonic()
         with pytest.raises(GiveWay, match="probe"):
-            await breaker.acquire(until=time.monotonic() + 0.3)
+            await asyncio.wait_for(breaker.acquire(until=time.monotonic() + 0.3), 20)
         assert time.monotonic() - started < 1.0
         waiting = asyncio.create_task(breaker.acquire(until=time.monotonic() + 5))
         await asyncio.sleep(0.15)

@@ -35,7 +35,7 @@ from stream.retry import Backoff, GiveWay, past
 log = logging.getLogger(__name__)
 
 SCORE_PATH = "/v1/score"
-PROBE_POLL_S = 0.1  # how often a caller with a deadline looks whether the breaker's probe has answered
+PROBE_POLL_S = 0.1  # how often a caller waiting for the breaker's probe looks whether it has answered
 
 
 class ScoringRejected(Exception):
@@ -72,7 +72,7 @@ class CircuitBreaker:
         self._clock = clock
         self.failures = 0
         self.opened_at: float | None = None
-        self._probe = asyncio.Lock()
+        self.probing = False  # a probe is in flight; its caller reports success, release or failure
         self.opened_count = 0
 
     @property
@@ -92,23 +92,27 @@ class CircuitBreaker:
                 continue
             await self._probe_turn(until)
             if self.opened_at is None:  # another probe closed it while we waited
-                self._probe.release()
+                self.probing = False
                 return False
             if self._clock() < self.opened_at + self.cooldown_s:  # another probe failed: a new cool-down
-                self._probe.release()
+                self.probing = False
                 continue
             return True
         return False
 
     async def _probe_turn(self, until: float | None) -> None:
-        """The probe's lock, once the probe in flight (a whole scoring request) has answered. Polled rather than
-        awaited under ``asyncio.wait_for``: on Python 3.11 a timeout that comes as the lock is granted loses it,
-        and a lost probe lock would hold every request for good."""
-        while until is not None and self._probe.locked():
+        """Take the probe's turn once the probe in flight (a whole scoring request) has answered.
+
+        A flag that every caller polls, with a deadline or without, rather than an ``asyncio.Lock``: a lock serves
+        its waiters in order, so a caller that must give way by ``until`` could queue behind one that waits for
+        good, and on Python 3.11 a timeout around ``acquire`` that comes as the lock is granted loses it (a lost
+        probe lock would hold every request for good). The event loop runs one task at a time, so a check and
+        the set that follows it cannot interleave with another caller's."""
+        while self.probing:
             if past(until, PROBE_POLL_S):
                 raise GiveWay("score", "the circuit breaker's probe has not answered")
             await asyncio.sleep(PROBE_POLL_S)
-        await self._probe.acquire()
+        self.probing = True
 
     def success(self, probe: bool) -> None:
         self.failures = 0
@@ -116,11 +120,11 @@ class CircuitBreaker:
             log.info("scoring API answers again: circuit breaker closed")
         self.opened_at = None
         if probe:
-            self._probe.release()
+            self.probing = False
 
     def release(self, probe: bool) -> None:
         if probe:
-            self._probe.release()
+            self.probing = False
 
     def failure(self, probe: bool) -> None:
         self.failures += 1
@@ -130,7 +134,7 @@ class CircuitBreaker:
                 log.warning("scoring API unavailable %d times in a row: circuit breaker open", self.failures)
             self.opened_at = self._clock()
         if probe:
-            self._probe.release()
+            self.probing = False
 
 
 @dataclass

@@ -196,6 +196,33 @@ def test_a_caller_with_a_deadline_gives_way_while_the_probe_is_out() -> None:
         waiting = asyncio.create_task(breaker.acquire(until=time.monotonic() + 5))
         await asyncio.sleep(0.15)
         breaker.success(probe=True)  # the probe's answer closes the breaker
-        assert await asyncio.wait_for(waiting, 2) is False and not breaker.is_open and not breaker._probe.locked()
+        assert await asyncio.wait_for(waiting, 2) is False and not breaker.is_open and not breaker.probing
+
+    asyncio.run(go())
+
+
+def test_a_caller_with_a_deadline_never_queues_behind_one_without() -> None:
+    """A caller without a deadline may wait for the probe for good; one with a deadline must not end up waiting
+    behind it. The probe fails with no cool-down while both wait, the hurried caller's turn coming first: it
+    takes the probe itself or gives way, by its own deadline. (With an ``asyncio.Lock`` it queued behind the
+    patient caller, which became the probe, and waited for that probe's whole request.)"""
+
+    async def go() -> None:
+        breaker = CircuitBreaker(threshold=1, cooldown_s=0.0)
+        breaker.failure(probe=False)
+        assert await breaker.acquire() is True  # the probe, in flight
+        patient = asyncio.create_task(breaker.acquire())  # no deadline
+        await asyncio.sleep(0.15)
+        asyncio.get_running_loop().call_soon(breaker.failure, True)  # the probe fails
+        started = time.monotonic()
+        hurried = asyncio.create_task(breaker.acquire(until=started + 0.3))  # runs right after the failure
+        try:
+            probe = await asyncio.wait_for(hurried, 2)
+        except GiveWay:
+            probe = False
+        assert time.monotonic() - started < 1.0
+        assert probe is True and breaker.probing and not patient.done()  # first come: it probes, the other waits
+        breaker.success(probe=True)
+        assert await asyncio.wait_for(patient, 2) is False and not breaker.probing
 
     asyncio.run(go())

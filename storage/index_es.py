@@ -484,6 +484,33 @@ def canonical_url_body(url: str) -> dict[str, Any]:
     }
 
 
+URL_SEARCHES_PER_REQUEST = 250  # canonical-URL lookups sent in one _msearch (a batch may ask for thousands)
+
+
+def canonical_url_searches(urls: Sequence[str]) -> list[dict[str, Any]]:
+    """An ``_msearch`` body for ``urls``: a header and :func:`canonical_url_body` of each, ids only."""
+    searches: list[dict[str, Any]] = []
+    for url in urls:
+        searches += [{}, {**canonical_url_body(url), "_source": False}]
+    return searches
+
+
+def media_ids_of_url_searches(urls: Sequence[str], responses: list[dict[str, Any]]) -> dict[str, str]:
+    """Each URL's media id from the ``_msearch`` answers to :func:`canonical_url_searches` (in the order asked);
+    a URL no record has is left out. One failed search fails them all: a lookup that did not answer must not
+    read as "unknown", or the worker would fetch and score the URL again."""
+    if len(responses) != len(urls):
+        raise SearchIndexError(f"_msearch answered {len(responses)} of {len(urls)} URL lookups")
+    found: dict[str, str] = {}
+    for url, response in zip(urls, responses, strict=True):
+        if "error" in response:
+            raise SearchIndexError(f"cannot look up {url!r} by canonical URL: {response['error']}")
+        hits = response["hits"]["hits"]
+        if hits:
+            found[url] = hits[0]["_id"]
+    return found
+
+
 def near_duplicate_query(kind: str, keys: list[int] | None) -> dict[str, Any]:
     """The candidates for a Hamming lookup: records holding one of ``keys`` (at most
     hamming.DEFAULT_MAX_KEYS of them, far below index.max_terms_count), or with ``None`` every
@@ -841,10 +868,17 @@ class ElasticsearchIndex:
         return record_of(hits[0]["_source"]) if hits else None
 
     def media_ids_by_canonical_url(self, urls: Sequence[str]) -> dict[str, str]:
-        # One search per URL, as find_by_canonical_url: the stream's table answers nearly every lookup, and a
-        # terms query over a batch would have to pick each URL's last written record out of the hits itself.
-        found = {url: self.find_by_canonical_url(url) for url in set(urls)}
-        return {url: record.media_id for url, record in found.items() if record is not None}
+        # find_by_canonical_url's search for each URL, ids only, many to a request: a fresh worker's handled-URL
+        # table knows nothing, and one round trip per URL made a batch of thousands take minutes. (A terms query
+        # over the batch would have to pick each URL's last written record out of the hits itself.)
+        unique = list(dict.fromkeys(urls))
+        found: dict[str, str] = {}
+        with self._errors("look records up by URL"):
+            for start in range(0, len(unique), URL_SEARCHES_PER_REQUEST):
+                chunk = unique[start : start + URL_SEARCHES_PER_REQUEST]
+                answer = self._client.msearch(index=self.media.alias, searches=canonical_url_searches(chunk))
+                found.update(media_ids_of_url_searches(chunk, answer.body["responses"]))
+        return found
 
     def find_by_sha256(self, sha256: str) -> MediaRecord | None:
         # The media id is the sha256 of the bytes (the contract enforces it), so this is a get.

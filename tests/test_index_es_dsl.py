@@ -523,6 +523,26 @@ def test_url_is_only_a_term_value() -> None:
     assert body["size"] == 1
 
 
+
+def test_urls_are_looked_up_many_to_a_request() -> None:
+    urls = ["https://example.com/a", "https://example.com/b"]
+    searches = es.canonical_url_searches(urls)
+    # _msearch's newline-delimited pairs: a header (the index comes from the request), then each URL's search
+    assert searches[0::2] == [{}, {}]
+    assert [s["query"] for s in searches[1::2]] == [es.canonical_url_body(u)["query"] for u in urls]
+    assert all(s["_source"] is False and s["size"] == 1 for s in searches[1::2])
+
+    def answer(*ids: str) -> dict[str, Any]:
+        return {"hits": {"hits": [{"_id": i, "_score": None} for i in ids]}, "status": 200}
+
+    assert es.media_ids_of_url_searches(urls, [answer(media_id(1)), answer()]) == {urls[0]: media_id(1)}
+    # a lookup that failed is an index error, never "unknown URL" (the worker would fetch and score it again)
+    failed = {"error": {"type": "search_phase_execution_exception", "reason": "all shards failed"}, "status": 503}
+    with pytest.raises(es.SearchIndexError, match="all shards failed"):
+        es.media_ids_of_url_searches(urls, [answer(media_id(1)), failed])
+    with pytest.raises(es.SearchIndexError, match="1 of 2"):
+        es.media_ids_of_url_searches(urls, [answer()])
+
 # --- search pages ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("sort", "field", "order"),

@@ -10,7 +10,7 @@ same batches. Results keep Kafka's default partition for their key (``deepwatch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from deepwatch.partition import DefaultPartitioner
@@ -29,19 +29,21 @@ class ResultBatches:
         self._open: dict[int, Any] = {}  # partition -> the record batch being filled
         self._sent: list[asyncio.Future[Any]] = []  # delivery of the record batches sent since the last settle
 
-    async def add(self, key: bytes, value: bytes) -> None:
+    async def add(self, results: Iterable[tuple[bytes, bytes]]) -> None:
+        """Append ``(key, value)`` results to their partitions' open record batches; a batch that fills is sent."""
         producer = self._producer()
         if self._partitions is None:
             self._partitions = sorted(await producer.partitions_for(self.topic))
-        partition = self._partitioner(key, self._partitions, self._partitions)
-        batch = self._open.get(partition)
-        if batch is None:
-            batch = self._open[partition] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it, start the next
-            await self._send(partition)
-            batch = self._open[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a result of {len(value)} bytes does not fit in a record batch")
+        for key, value in results:
+            partition = self._partitioner(key, self._partitions, self._partitions)
+            batch = self._open.get(partition)
+            if batch is None:
+                batch = self._open[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it, start the next
+                await self._send(partition)
+                batch = self._open[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a result of {len(value)} bytes does not fit in a record batch")
 
     async def _send(self, partition: int) -> None:
         batch = self._open.pop(partition)

@@ -35,11 +35,10 @@ def test_results_arrive_once_on_their_default_partition_in_order(kafka_bootstrap
         await producer.start()
         try:
             batches = ResultBatches(lambda: producer, topic)
-            for key, value in sent[:1_500]:
-                await batches.add(key, value)
+            await batches.add(sent[:1_000])
+            await batches.add(sent[1_000:1_500])  # a second group of results of the same batch of events
             await batches.settle()
-            for key, value in sent[1_500:]:  # a second batch of events, after the first settled
-                await batches.add(key, value)
+            await batches.add(sent[1_500:])  # a second batch of events, after the first settled
             await batches.settle()
             return await read_all()  # before the producer stops (and flushes): settle must have sent them all
         finally:

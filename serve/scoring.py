@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -186,13 +187,15 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
 
 
 def find_faces(
-    frames: Sequence[Frame], *, confidence: float, margin: float, max_per_frame: int = MAX_FACES_PER_FRAME
+    frames: Sequence[Frame], *, confidence: float, margin: float, max_per_frame: int = MAX_FACES_PER_FRAME,
+    threads: int = 0,
 ) -> list[Face]:
-    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side."""
+    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side; ``threads``:
+    OpenCV's for the pass (0: its own setting)."""
     from deepwatch.media.faces import detect_faces_batch, face_region
 
     faces: list[Face] = []
-    found = detect_faces_batch([frame.rgb for frame in frames], min_confidence=confidence)
+    found = detect_faces_batch([frame.rgb for frame in frames], min_confidence=confidence, threads=threads)
     for frame, boxes in zip(frames, found, strict=True):
         height, width = frame.rgb.shape[:2]
         for box in boxes[:max_per_frame]:
@@ -202,28 +205,61 @@ def find_faces(
     return faces
 
 
+def face_workers(setting: int) -> int:
+    """Passes of the face detector to run at once for ``score_face_workers`` (0: one per CPU OpenCV counts,
+    which reads the container's CPU quota too)."""
+    if setting > 0:
+        return setting
+    import cv2
+
+    return max(1, cv2.getNumberOfCPUs())
+
+
 def faces_while_decoding(
-    frames: Iterator[Frame], *, confidence: float, margin: float, chunk: int = FACE_CHUNK
+    frames: Iterator[Frame], *, confidence: float, margin: float, chunk: int = FACE_CHUNK, workers: int = 1
 ) -> tuple[int, list[Face], float]:
     """:func:`find_faces` over ``frames`` ``chunk`` at a time while a thread decodes the next ones: how many
-    frames there were, their faces, and the seconds the detector's passes took."""
-    count, faces, pending, detecting = 0, [], [], 0.0
+    frames there were, their faces (in frame order), and the seconds during which the detector was running.
 
-    def detect() -> None:
-        nonlocal detecting
+    With ``workers`` > 1, that many chunks go through the detector at once, each on one OpenCV thread. On this
+    machine's two cores two such passes found the faces of 32 720p frames in ~0.6 s, against ~0.77 s for one
+    pass at a time on OpenCV's two threads, which split every layer and wait for each other at its end."""
+    threads = 1 if workers > 1 else 0
+    spans: list[tuple[float, float]] = []
+
+    def detect(part: list[Frame]) -> list[Face]:
         started = time.perf_counter()
-        faces.extend(find_faces(pending, confidence=confidence, margin=margin))
-        detecting += time.perf_counter() - started
-        pending.clear()
+        try:
+            return find_faces(part, confidence=confidence, margin=margin, threads=threads)
+        finally:
+            spans.append((started, time.perf_counter()))  # list.append is atomic under the GIL
 
-    for frame in read_ahead(frames, depth=2 * chunk):
-        count += 1
-        pending.append(frame)
-        if len(pending) == chunk:
-            detect()
-    if pending:
-        detect()
-    return count, faces, detecting
+    count, pending = 0, []
+    running: list[Future[list[Face]]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="faces") as pool:
+        for frame in read_ahead(frames, depth=2 * chunk):
+            count += 1
+            pending.append(frame)
+            if len(pending) == chunk:
+                # at most one chunk waiting per worker: frames of 720p and up are megabytes each
+                if sum(not f.done() for f in running) >= 2 * max(1, workers):
+                    wait([f for f in running if not f.done()], return_when=FIRST_COMPLETED)
+                running.append(pool.submit(detect, pending))
+                pending = []
+        if pending:
+            running.append(pool.submit(detect, pending))
+        faces = [face for future in running for face in future.result()]
+    return count, faces, busy_seconds(spans)
+
+
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of the ``(start, end)`` spans was under way (their union's length)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def whole_frames(frames: Sequence[Frame]) -> list[Face]:
@@ -369,7 +405,8 @@ def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool 
             timings["faces"] = 0.0
         else:
             count, faces, detecting = faces_while_decoding(
-                frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin
+                frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin,
+                workers=face_workers(settings.score_face_workers),
             )
             # the two overlap: "faces" is the detector's own time, "decode" the rest (checking the file and
             # waiting for frames), so that they still add up to the stage's time

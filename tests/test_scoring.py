@@ -22,6 +22,7 @@ from serve.scoring import (
     Face,
     FaceCrops,
     aggregate,
+    busy_seconds,
     crops_for,
     decode_media,
     face_scores,
@@ -111,7 +112,12 @@ def test_a_video_is_scored_on_evenly_spaced_frames(models_dir: Path, mesonet: di
     assert all(f.score == pytest.approx(f.scores["meso4_f2f"], abs=1e-5) for f in faces)
 
 
-def test_faces_found_while_decoding_are_the_faces_of_the_decoded_frames(models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_faces_found_while_decoding_are_the_faces_of_the_decoded_frames(
+    models_dir: Path, tmp_path: Path, workers: int
+) -> None:
+    """One chunk at a time on OpenCV's threads, or all three chunks at once on one thread each: the same faces
+    as one pass over the decoded frames, in frame order."""
     face = face_image(models_dir, "df/df00204.jpg")
     path = tmp_path / "clip.mp4"
     write_video(path, [face_scene(face, size=(480, 360), at=(40 + 5 * i, 60), side=200) for i in range(40)], fps=10.0)
@@ -119,10 +125,17 @@ def test_faces_found_while_decoding_are_the_faces_of_the_decoded_frames(models_d
     _, decoded = decode_media(path, settings, tmp_path / "once")
     expected = find_faces(decoded, confidence=0.8, margin=0.2)
     _, frames = media_frames(path, settings, tmp_path / "streamed")
-    count, faces, seconds = faces_while_decoding(frames, confidence=0.8, margin=0.2, chunk=8)  # 8 + 8 + 4
+    count, faces, seconds = faces_while_decoding(frames, confidence=0.8, margin=0.2, chunk=8,  # 8 + 8 + 4
+                                                 workers=workers)
     assert count == len(decoded) == 20 and len(faces) >= 15 and seconds > 0
     assert [(f.frame, f.box, f.t) for f in faces] == [(f.frame, f.box, f.t) for f in expected]
     assert all(np.array_equal(a.crop, b.crop) for a, b in zip(faces, expected, strict=True))
+
+
+def test_busy_seconds_counts_overlapping_spans_once() -> None:
+    assert busy_seconds([]) == 0.0
+    assert busy_seconds([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0)]) == pytest.approx(3.0)
+    assert busy_seconds([(1.0, 2.0), (0.0, 3.0)]) == pytest.approx(3.0)  # one inside another, in any order
 
 
 def test_read_ahead_hands_over_items_then_the_error_in_order() -> None:
@@ -286,8 +299,11 @@ def test_the_face_network_is_safe_to_share_between_threads(models_dir: Path) -> 
     # setInput/forward calls used to fail inside OpenCV ("flags & FIXED_TYPE").
     import threading
 
+    import cv2
+
     from deepwatch.media.faces import detect_faces, detect_faces_batch
 
+    before = cv2.getNumThreads()
     big = [face_scene(face_image(models_dir), size=(1280, 720), at=(500, 200), side=300) for _ in range(6)]
     small = face_scene(face_image(models_dir), size=(320, 240), at=(80, 40), side=140)
     expected_big, expected_small = detect_faces_batch(big), detect_faces(small)
@@ -309,3 +325,4 @@ def test_the_face_network_is_safe_to_share_between_threads(models_dir: Path) -> 
         t.join()
     assert not [r for r in results if isinstance(r, Exception)]
     assert all(r in (expected_big, expected_small) for r in results)
+    assert cv2.getNumThreads() == before  # the one-thread passes gave the setting back when the last one ended

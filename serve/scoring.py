@@ -214,14 +214,15 @@ def find_faces(
 
 def aligned_crops(faces: Sequence[tuple[Frame, FaceBox]]) -> list[np.ndarray | None]:
     """Each face's upright crop at about its own resolution, or None where ONet does not see a face in the box
-    (or its landmarks make no face): that face keeps its box's crop."""
-    from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks
+    or its landmarks do not fit the box (:func:`deepwatch.media.landmarks.fits_box`): that face keeps its box's
+    crop."""
+    from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks, fits_box
 
     crops: list[np.ndarray | None] = []
     marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces])
-    for (frame, _), marks in zip(faces, marked, strict=True):
+    for (frame, box), marks in zip(faces, marked, strict=True):
         where = alignment(marks.points) if marks.probability >= MIN_FACE_PROBABILITY else None
-        if where is None:
+        if where is None or not fits_box(where, box):
             crops.append(None)
             continue
         side = int(min(max(round(where.side), MIN_ALIGNED_SIDE), MAX_ALIGNED_SIDE))

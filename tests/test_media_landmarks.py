@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 
 from deepwatch.media import landmarks
-from deepwatch.media.faces import detect_faces
-from deepwatch.media.landmarks import Alignment, LandmarksUnavailable, aligned_crop, alignment, face_landmarks
+from deepwatch.media.faces import FaceBox, detect_faces
+from deepwatch.media.landmarks import (
+    Alignment,
+    LandmarksUnavailable,
+    aligned_crop,
+    alignment,
+    face_landmarks,
+    fits_box,
+)
 from tests.detector_support import face_image, face_scene
 
 FACES = ["real/real00240.jpg", "real/real00772.jpg", "df/df00204.jpg", "df/df01254.jpg"]
@@ -51,7 +58,7 @@ def test_a_tilted_face_comes_out_upright(models_dir: Path, name: str) -> None:
         (box,) = detect_faces(picture, min_confidence=0.5)
         (marks,) = face_landmarks([picture], [box])
         where = alignment(marks.points)
-        assert where is not None
+        assert where is not None and fits_box(where, box)
         return where, aligned_crop(picture, where, 128).astype(np.float64)
 
     upright, upright_crop = aligned(scene)
@@ -82,6 +89,14 @@ def test_alignment_follows_mesonets_recipe() -> None:
     assert leaning.roll_degrees == pytest.approx(-30) and leaning.side == pytest.approx(where.side)
     assert np.array(leaning.centre) == pytest.approx(turn @ (np.array(where.centre) - (100, 130)) + (100, 130))
     assert alignment(np.zeros((5, 2))) is None  # every point in one spot
+
+
+def test_an_alignment_must_fit_the_detectors_box() -> None:
+    box = FaceBox(100, 100, 80, 100, 0.9)
+    assert fits_box(Alignment((140.0, 150.0), 110.0, (0.0, 1.0)), box)
+    assert not fits_box(Alignment((90.0, 150.0), 110.0, (0.0, 1.0)), box)  # centred outside the box
+    assert not fits_box(Alignment((140.0, 150.0), 40.0, (0.0, 1.0)), box)  # a crop of a nose
+    assert not fits_box(Alignment((140.0, 150.0), 300.0, (0.0, 1.0)), box)  # a crop of the room
 
 
 def test_an_upright_crop_is_the_frame_under_it() -> None:

@@ -21,6 +21,7 @@ from serve.ensemble import EnsembleConfig, calibrate, ensemble_score
 from serve.scoring import (
     Face,
     FaceCrops,
+    Frame,
     aggregate,
     busy_seconds,
     crops_for,
@@ -130,6 +131,23 @@ def test_faces_found_while_decoding_are_the_faces_of_the_decoded_frames(
     assert count == len(decoded) == 20 and len(faces) >= 15 and seconds > 0
     assert [(f.frame, f.box, f.t) for f in faces] == [(f.frame, f.box, f.t) for f in expected]
     assert all(np.array_equal(a.crop, b.crop) for a, b in zip(faces, expected, strict=True))
+
+
+def test_a_face_whose_landmarks_do_not_fit_keeps_its_box_crop(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepwatch.media import landmarks
+    from deepwatch.media.landmarks import Landmarks
+
+    scene = face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)
+    (plain,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2)
+    (aligned,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align=True)
+    assert aligned.box == plain.box and aligned.crop.shape != plain.crop.shape  # turned and resized by its landmarks
+
+    def bunched(pictures: list[np.ndarray], boxes: list) -> list[Landmarks]:  # five points within 2 px: no face
+        return [Landmarks(np.array([[b.x + i * 0.5, b.y + i * 0.5] for i in range(5)]), 0.99) for b in boxes]
+
+    monkeypatch.setattr(landmarks, "face_landmarks", bunched)
+    (kept,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align=True)
+    assert np.array_equal(kept.crop, plain.crop)
 
 
 def test_busy_seconds_counts_overlapping_spans_once() -> None:

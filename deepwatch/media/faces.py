@@ -134,7 +134,7 @@ _threads_before = 0  # OpenCV's setting before the first of them
 def _opencv_threads(threads: int) -> Iterator[None]:
     """OpenCV's thread count for the duration. It is a process-wide setting and passes may run at the same time
     in several threads, so the setting as it was comes back when the last of them ends (where two ask for
-    different counts, the later asks wins: a matter of speed, not of results)."""
+    different counts, the one that asked last wins: a matter of speed; the boxes come out the same)."""
     import cv2
 
     global _threads_users, _threads_before

@@ -104,6 +104,15 @@ def alignment(points: np.ndarray) -> Alignment | None:
                      (float(down[0]), float(down[1])))
 
 
+def fits_box(where: Alignment, box: FaceBox) -> bool:
+    """Whether an alignment agrees with the face detector's box: its centre inside the box and its side within
+    half to two and a half times the box's longer side (about 1.0-1.2 times on the test faces). Landmarks on a
+    face in profile, or on something the box only took for a face, can make a crop of a nose or of the room."""
+    x, y = where.centre
+    side = max(box.w, box.h)
+    return box.x <= x <= box.x + box.w and box.y <= y <= box.y + box.h and 0.5 * side <= where.side <= 2.5 * side
+
+
 def aligned_crop(rgb: np.ndarray, where: Alignment, size: int) -> np.ndarray:
     """The ``size`` x ``size`` upright crop of ``where``; outside the frame the picture is mirrored, as MesoNet
     padded it."""

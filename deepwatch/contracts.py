@@ -306,12 +306,18 @@ class FaceScore(Part):
     t: Annotated[float, Field(ge=0, description="seconds from the first frame (0 for an image)")]
     frame: Annotated[int, Field(ge=0, description="position among the sampled frames")]
     box: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)] = Field(
-        description="x, y, w, h of the scored crop in the sampled frame's pixels"
+        description="x, y, w, h of the face's square (the box with a margin) in the sampled frame's pixels; the "
+        "scored crop itself unless ``aligned`` says otherwise"
     )
     scores: dict[Annotated[str, Field(min_length=1, max_length=200)], Probability] = Field(
         max_length=64, description="per detector that scores single faces: this face's P(fake)"
     )
     score: Probability | None = Field(description="the ensemble of ``scores`` (None when no detector scored it)")
+    aligned: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
+        None, description="for a face aligned by its landmarks, where the scored crop came from: the centre x, y "
+        "and the side of a square in the sampled frame's pixels, and the face's roll in degrees (positive: chin "
+        "towards the picture's right); the crop is that square turned upright"
+    )
 
 
 class Review(Part):

@@ -1,15 +1,16 @@
 """Each scored face of a record, cut out of the frame it was scored in, for the workbench's media page.
 
-A record keeps where each face was (``FaceScore``: its sampled frame and box), not its pixels. The stored
-media is decoded again the way scoring decoded it (:func:`serve.scoring.decode_media`: the same normalizing,
-the same evenly spaced frames at the same size), so a box lands on the pixels it was drawn on; only the
-frames that hold a face are rendered. That works while the media is stored: flagged fakes always are, other
-media only with ``store_keep_media``.
+A record keeps where each face was (``FaceScore``: its sampled frame, its box, and for a face aligned by its
+landmarks the square it was turned upright from), not its pixels. The stored media is decoded again the way
+scoring decoded it (:func:`serve.scoring.decode_media`: the same normalizing, the same evenly spaced frames at
+the same size), so a box lands on the pixels it was drawn on; only the frames that hold a face are rendered.
+That works while the media is stored: flagged fakes always are, other media only with ``store_keep_media``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,18 @@ def face_crops(media: Path, faces: Sequence[FaceScore], settings: Settings, work
     out: list[bytes | None] = []
     for face in faces:
         rgb = pixels.get(face.frame)
-        part = None if rgb is None else crop(rgb, face.box)
+        part = None if rgb is None else scored_crop(rgb, face)
         out.append(None if part is None or part.size == 0 else to_jpeg(part))
     return out
+
+
+def scored_crop(rgb: np.ndarray, face: FaceScore) -> np.ndarray:
+    """The crop the detectors scored: the face's square turned upright when it was aligned, else its box."""
+    if face.aligned is None:
+        return crop(rgb, face.box)
+    from deepwatch.media.landmarks import Alignment, aligned_crop
+    from serve.scoring import aligned_side
+
+    x, y, side, roll = face.aligned
+    down = (math.sin(math.radians(roll)), math.cos(math.radians(roll)))
+    return aligned_crop(rgb, Alignment((x, y), side, down), aligned_side(side))

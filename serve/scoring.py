@@ -28,6 +28,7 @@ from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, ensemble_score,
 
 if TYPE_CHECKING:
     from deepwatch.media.faces import FaceBox
+    from deepwatch.media.landmarks import Alignment
 
 # Video frames are rendered at most this long side: enough pixels for a face to fill a 256 crop in 720p and
 # 1080p footage, without paying for 4K frames the face detector sees at 300 px anyway.
@@ -54,6 +55,8 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, w, h of the square crop in the frame's pixels
     confidence: float  # 1.0 for a whole aligned image
     crop: np.ndarray  # uint8 square crop at the frame's resolution
+    # aligned by its landmarks: centre x, y and side of the square the crop was turned upright from, and the roll
+    aligned: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -207,27 +210,37 @@ def find_faces(
     for (frame, box), aligned in zip(kept, upright, strict=True):
         height, width = frame.rgb.shape[:2]
         x, y, w, h = face_region(box, width, height, margin)
-        crop = aligned if aligned is not None else np.ascontiguousarray(frame.rgb[y : y + h, x : x + w])
-        faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop))
+        if aligned is None:
+            crop = np.ascontiguousarray(frame.rgb[y : y + h, x : x + w])
+            faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop))
+            continue
+        crop, where = aligned
+        turn = (round(where.centre[0], 2), round(where.centre[1], 2), round(where.side, 2),
+                round(where.roll_degrees, 2))
+        faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop, turn))
     return faces
 
 
-def aligned_crops(faces: Sequence[tuple[Frame, FaceBox]]) -> list[np.ndarray | None]:
-    """Each face's upright crop at about its own resolution, or None where ONet does not see a face in the box
-    or its landmarks do not fit the box (:func:`deepwatch.media.landmarks.fits_box`): that face keeps its box's
-    crop."""
+def aligned_crops(faces: Sequence[tuple[Frame, FaceBox]]) -> list[tuple[np.ndarray, Alignment] | None]:
+    """Each face's upright crop at about its own resolution and where it came from, or None where ONet does not
+    see a face in the box or its landmarks do not fit the box (:func:`deepwatch.media.landmarks.fits_box`): that
+    face keeps its box's crop."""
     from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks, fits_box
 
-    crops: list[np.ndarray | None] = []
+    crops: list[tuple[np.ndarray, Alignment] | None] = []
     marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces])
     for (frame, box), marks in zip(faces, marked, strict=True):
         where = alignment(marks.points) if marks.probability >= MIN_FACE_PROBABILITY else None
         if where is None or not fits_box(where, box):
             crops.append(None)
             continue
-        side = int(min(max(round(where.side), MIN_ALIGNED_SIDE), MAX_ALIGNED_SIDE))
-        crops.append(aligned_crop(frame.rgb, where, side))
+        crops.append((aligned_crop(frame.rgb, where, aligned_side(where.side)), where))
     return crops
+
+
+def aligned_side(side: float) -> int:
+    """Pixels of an aligned crop of a ``side`` square: about its own, within bounds."""
+    return int(min(max(round(side), MIN_ALIGNED_SIDE), MAX_ALIGNED_SIDE))
 
 
 def face_workers(setting: int) -> int:
@@ -351,6 +364,7 @@ class FaceCrops:
     timings: dict[str, float] = field(default_factory=dict)
     face_times: list[float] = field(default_factory=list)  # Face.t of each crop
     face_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # Face.box of each crop
+    face_aligned: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # Face.aligned
 
     @property
     def faces(self) -> int:
@@ -366,6 +380,7 @@ class FaceCrops:
         return cls(
             media_id, kind, frames, [f.frame for f in faces], clip, crops,
             face_times=[f.t for f in faces], face_boxes=[f.box for f in faces],
+            face_aligned=[f.aligned for f in faces],
         )
 
 
@@ -460,9 +475,10 @@ def face_scores(
     for i in range(crops.faces):
         mine = {name: round(float(p[i]), 6) for name, p in alone.items()}
         score = ensemble_score(mine, config.platt, config.weights)
+        turn = crops.face_aligned[i] if len(crops.face_aligned) == crops.faces else None
         faces.append(FaceScore(
             t=round(crops.face_times[i], 3), frame=crops.face_frames[i], box=list(crops.face_boxes[i]),
-            scores=mine, score=None if score is None else round(score, 6),
+            scores=mine, score=None if score is None else round(score, 6), aligned=None if turn is None else list(turn),
         ))
     if len(faces) > limit:
         worst = sorted(range(len(faces)), key=lambda i: -(faces[i].score or 0.0))[:limit]

@@ -3,7 +3,8 @@
 A clip of a real test face moving across a background is scored in process with the real MesoNet weights;
 its record (the real ``face_scores``) and its bytes under ``flagged/`` go to a SQLite index and a local
 object store, and the API serves the crops. Each crop is checked against the same box cut from the frame
-at the face's time, decoded here with PyAV on its own (not through the code under test).
+at the face's time, decoded here with PyAV on its own (not through the code under test), and for an aligned
+face turned upright here with OpenCV.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -46,14 +48,29 @@ def record_of(path: Path, key: str, result) -> MediaRecord:  # type: ignore[no-u
                        objects=StoredObjects(media=key))
 
 
-def test_each_face_is_cut_from_its_frame(tmp_path: Path, models_dir: Path, mesonet: dict[str, Detector]) -> None:  # noqa: F811
+def upright_cut(frame: np.ndarray, aligned: list[float]) -> np.ndarray:
+    """The square an aligned face was scored from, turned upright: the whole frame turned about the square's
+    centre (OpenCV's pixel centres sit half a pixel before the record's continuous coordinates), then cut."""
+    x, y, side, roll = aligned
+    matrix = cv2.getRotationMatrix2D((x - 0.5, y - 0.5), -roll, 1.0)  # a positive roll leans the chin right
+    upright = cv2.warpAffine(frame, matrix, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    half = side / 2
+    return upright[round(y - half) : round(y + half), round(x - half) : round(x + half)]
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_each_face_is_cut_from_its_frame(
+    tmp_path: Path, models_dir: Path, mesonet: dict[str, Detector], align: bool  # noqa: F811
+) -> None:
+    """Each face as the detectors scored it: turned upright by its landmarks, or its box as it is."""
     settings = load_settings(data_dir=tmp_path / "data", models_dir=models_dir, api_keys=[KEY],
-                             detectors=["meso4_df"], score_frames_per_video=6)
+                             detectors=["meso4_df"], score_frames_per_video=6, score_align_faces=align)
     clip = tmp_path / "clip.mp4"
     face = face_image(models_dir)
     write_video(clip, [face_scene(face, size=(480, 360), at=(40 + 6 * i, 60), side=200) for i in range(40)], crf=18)
     result = score_file(clip, settings, [mesonet["meso4_df"]])
     assert len(result.face_scores) >= 3  # a face in most sampled frames
+    assert all((face.aligned is not None) == align for face in result.face_scores)
 
     sha = hashlib.sha256(clip.read_bytes()).hexdigest()
     store = open_object_store(settings)
@@ -74,7 +91,8 @@ def test_each_face_is_cut_from_its_frame(tmp_path: Path, models_dir: Path, meson
             assert r.headers["content-type"] == "image/jpeg"
             got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.float32)
             x, y, w, h = scored.box
-            cut = frame_at(clip, scored.t)[y : y + h, x : x + w]
+            frame = frame_at(clip, scored.t)
+            cut = upright_cut(frame, scored.aligned) if scored.aligned else frame[y : y + h, x : x + w]
             want = np.asarray(Image.fromarray(cut).resize(got.shape[1::-1], Image.Resampling.LANCZOS), dtype=np.float32)
             assert np.abs(got - want).mean() < 6, n  # the same pixels, but for JPEG
             elsewhere = np.asarray(Image.fromarray(frame_at(clip, scored.t)[:h, -w:]).resize(got.shape[1::-1]),

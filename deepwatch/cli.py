@@ -26,7 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-detectors_app = typer.Typer(help="Detectors: list them, run the sanity check.", no_args_is_help=True)
+detectors_app = typer.Typer(help="Detectors: list them, run the sanity check, compare them on a labelled set.",
+                             no_args_is_help=True)
 models_app = typer.Typer(help="Model weights.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 app.add_typer(detectors_app, name="detectors")
@@ -593,6 +594,61 @@ def detectors_sanity(as_json: JsonOpt = False, config: ConfigOpt = None, data_di
                 Console().print(f"[red]fail[/red] {r.name}: {r.error}", highlight=False)
     if not ok:
         raise typer.Exit(1)
+
+
+@detectors_app.command("evaluate")
+def detectors_evaluate(
+    folder: Annotated[
+        Path, typer.Argument(help="a labelled set: metadata.jsonl as `export` writes it, or real/ and fake/")
+    ],
+    detectors: Annotated[
+        str | None,
+        typer.Option("--detectors", help="comma-separated detector names (default: all)", show_default=False),
+    ] = None,
+    aligned: Annotated[
+        bool, typer.Option("--aligned", help="the media are already aligned face crops: skip face detection")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Compare detectors on a labelled set: ROC AUC, accuracy at 0.5 and mean P(fake) per class, for each
+    detector and the ensemble, every item scored as `score` scores it."""
+    from serve.detectors.base import DetectorError
+    from serve.detectors.registry import RegistryError, load_detectors
+    from serve.evaluation import LabelledSetError, evaluate, labelled_items
+
+    settings = settings_for(config, data_dir, as_json)
+    try:
+        items = labelled_items(folder)
+    except LabelledSetError as exc:
+        fail(str(exc), 2, as_json, folder=str(folder))
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    try:
+        loaded = load_detectors(settings, names)
+    except RegistryError as exc:
+        fail(str(exc), 2, as_json)
+    except DetectorError as exc:
+        fail(str(exc), 1, as_json)
+    results, summaries, seconds = evaluate(items, settings, loaded, aligned=aligned)
+    if as_json:
+        emit_json({
+            "folder": str(folder), "items": len(items), "errors": sum(1 for r in results if r.error),
+            "seconds_per_item": round(seconds / len(items), 4),
+            "summaries": {s.name: s.to_json() for s in summaries},
+            "per_item": [r.to_json(folder) for r in results],
+        })
+        return
+    out = Console()
+    out.print(f"{len(items)} items from {folder}, {seconds / len(items):.2f} s an item", highlight=False)
+    for s in summaries:
+        auc = "-" if s.auc is None else f"{s.auc:.3f}"
+        accuracy = "-" if s.accuracy is None else f"{s.accuracy:.3f}"
+        out.print(f"  {s.name}: AUC {auc}, accuracy {accuracy} over {s.scored} scored "
+                  f"({s.fakes} fake, {s.reals} real)", highlight=False)
+    for r in results:
+        if r.error:
+            out.print(f"  [red]error[/red] {r.item.path}: {r.error}", highlight=False)
 
 
 @models_app.command("pull")

@@ -43,6 +43,12 @@ DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="data directory (env: DEEPWATCH_DATA_DIR)", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+DetectorsOpt = Annotated[
+    str | None, typer.Option("--detectors", help="comma-separated detector names (default: all)", show_default=False)
+]
+AlignedOpt = Annotated[
+    bool, typer.Option("--aligned", help="the media are already aligned face crops: skip face detection")
+]
 
 
 def emit_json(document: Any) -> None:
@@ -208,16 +214,26 @@ def submit(
         raise typer.Exit(2)
 
 
+def _load_chosen(settings: Settings, detectors: str | None, as_json: bool) -> list[Any]:
+    """The detectors ``--detectors`` names (all enabled by default), loaded; an unknown name exits 2, a detector
+    that cannot load (its weights missing) exits 1."""
+    from serve.detectors.base import DetectorError
+    from serve.detectors.registry import RegistryError, load_detectors
+
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    try:
+        return load_detectors(settings, names)
+    except RegistryError as exc:
+        fail(str(exc), 2, as_json)
+    except DetectorError as exc:
+        fail(str(exc), 1, as_json)
+
+
 @app.command()
 def score(
     path: Annotated[str, typer.Argument(help="media file or URL")],
-    detectors: Annotated[
-        str | None,
-        typer.Option("--detectors", help="comma-separated detector names (default: all)", show_default=False),
-    ] = None,
-    aligned: Annotated[
-        bool, typer.Option("--aligned", help="the input is already an aligned face crop: skip face detection")
-    ] = False,
+    detectors: DetectorsOpt = None,
+    aligned: AlignedOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -227,8 +243,6 @@ def score(
     import tempfile
 
     from deepwatch.media.errors import MediaError
-    from serve.detectors.base import DetectorError
-    from serve.detectors.registry import RegistryError, load_detectors
     from serve.scoring import score_file
     from serve.sources import MediaSource, materialize
 
@@ -236,13 +250,7 @@ def score(
     is_url = path.lower().startswith(("http://", "https://"))
     if not is_url and not Path(path).is_file():
         fail(f"{path} is not a file", 2, as_json, file=path)
-    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
-    try:
-        loaded = load_detectors(settings, names)
-    except RegistryError as exc:
-        fail(str(exc), 2, as_json)
-    except DetectorError as exc:
-        fail(str(exc), 1, as_json)
+    loaded = _load_chosen(settings, detectors, as_json)
     try:
         with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
             file = materialize(MediaSource(url=path), settings, Path(workdir)) if is_url else Path(path)
@@ -601,21 +609,14 @@ def detectors_evaluate(
     folder: Annotated[
         Path, typer.Argument(help="a labelled set: metadata.jsonl as `export` writes it, or real/ and fake/")
     ],
-    detectors: Annotated[
-        str | None,
-        typer.Option("--detectors", help="comma-separated detector names (default: all)", show_default=False),
-    ] = None,
-    aligned: Annotated[
-        bool, typer.Option("--aligned", help="the media are already aligned face crops: skip face detection")
-    ] = False,
+    detectors: DetectorsOpt = None,
+    aligned: AlignedOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Compare detectors on a labelled set: ROC AUC, accuracy at 0.5 and mean P(fake) per class, for each
     detector and the ensemble, every item scored as `score` scores it."""
-    from serve.detectors.base import DetectorError
-    from serve.detectors.registry import RegistryError, load_detectors
     from serve.evaluation import LabelledSetError, evaluate, labelled_items
 
     settings = settings_for(config, data_dir, as_json)
@@ -623,13 +624,7 @@ def detectors_evaluate(
         items = labelled_items(folder)
     except LabelledSetError as exc:
         fail(str(exc), 2, as_json, folder=str(folder))
-    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
-    try:
-        loaded = load_detectors(settings, names)
-    except RegistryError as exc:
-        fail(str(exc), 2, as_json)
-    except DetectorError as exc:
-        fail(str(exc), 1, as_json)
+    loaded = _load_chosen(settings, detectors, as_json)
     results, summaries, seconds = evaluate(items, settings, loaded, aligned=aligned)
     if as_json:
         emit_json({

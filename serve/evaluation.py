@@ -48,7 +48,7 @@ class ItemResult:
     error: str | None = None  # the media error that kept the item from being scored
 
     def to_json(self, root: Path) -> dict[str, Any]:
-        return {"file": self.item.path.relative_to(root).as_posix(), "fake": self.item.fake,
+        return {"file": self.item.path.relative_to(root.resolve()).as_posix(), "fake": self.item.fake,
                 "subset": self.item.subset, "verdict": self.verdict, "p_fake": self.p_fake, "error": self.error}
 
 
@@ -76,7 +76,7 @@ class Summary:
 
 def labelled_items(folder: Path) -> list[LabelledItem]:
     """The items of a labelled set (see the module's docstring), sorted by path."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     if not folder.is_dir():
         raise LabelledSetError(f"{folder} is not a folder")
     manifest = folder / "metadata.jsonl"
@@ -100,7 +100,7 @@ def _from_manifest(folder: Path, manifest: Path) -> list[LabelledItem]:
         except (ValueError, KeyError, TypeError) as exc:
             raise LabelledSetError(f"{manifest}:{number}: not a row with file_name and label ({exc})") from None
         path = (folder / name).resolve()
-        if not path.is_relative_to(folder.resolve()):
+        if not path.is_relative_to(folder):
             raise LabelledSetError(f"{manifest}:{number}: {name!r} is outside the set's folder")
         if label not in ("fake", "real", "unsure"):
             raise LabelledSetError(f"{manifest}:{number}: label {label!r} is none of fake, real, unsure")

@@ -83,7 +83,9 @@ def test_a_set_is_an_export_manifest_or_label_folders(tmp_path: Path) -> None:
         labelled_items(tmp_path / "folders" / "real")
 
 
-def test_evaluate_compares_the_detectors_on_a_labelled_set(models_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_compares_the_detectors_on_a_labelled_set(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for cls in DETECTORS:
         weights_or_skip(models_dir, cls)
     faces = models_dir / FACES_DIR
@@ -111,7 +113,8 @@ def test_evaluate_compares_the_detectors_on_a_labelled_set(models_dir: Path, tmp
     rows = [{"file_name": "media/real00240.jpg", "label": "real"}, {"file_name": "media/df00204.jpg", "label": "fake"},
             {"file_name": "media/broken.jpg", "label": "fake"}]
     (exported / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code = runner.invoke(app, ["detectors", "evaluate", str(exported), "--detectors", "meso4_df", "--json",
+    monkeypatch.chdir(tmp_path)  # a set named relative to the working directory, as a user types it
+    code = runner.invoke(app, ["detectors", "evaluate", "set", "--detectors", "meso4_df", "--json",
                                "--data-dir", str(tmp_path)])
     document = json.loads(code.stdout)
     assert code.exit_code == 0, document

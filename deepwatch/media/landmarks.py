@@ -132,9 +132,9 @@ def aligned_crop(rgb: np.ndarray, where: Alignment, size: int) -> np.ndarray:
         ],
         dtype=np.float64,
     )
-    interpolation = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+    # bilinear: callers cut a crop at about its own size (warpAffine has no area averaging for shrinking)
     return cv2.warpAffine(
-        rgb, matrix, (size, size), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+        rgb, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
     )
 
 

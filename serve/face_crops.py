@@ -10,7 +10,6 @@ That works while the media is stored: flagged fakes always are, other media only
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +59,5 @@ def scored_crop(rgb: np.ndarray, face: FaceScore) -> np.ndarray:
     from deepwatch.media.landmarks import Alignment, aligned_crop
     from serve.scoring import aligned_side
 
-    x, y, side, roll = face.aligned
-    down = (math.sin(math.radians(roll)), math.cos(math.radians(roll)))
-    return aligned_crop(rgb, Alignment((x, y), side, down), aligned_side(side))
+    where = Alignment.from_recorded(face.aligned)
+    return aligned_crop(rgb, where, aligned_side(where.side))

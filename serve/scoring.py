@@ -52,7 +52,7 @@ class Frame:
 class Face:
     frame: int  # Frame.index
     t: float
-    box: tuple[int, int, int, int]  # x, y, w, h of the square crop in the frame's pixels
+    box: tuple[int, int, int, int]  # x, y, w, h of the face's square (the box with a margin) in the frame's pixels
     confidence: float  # 1.0 for a whole aligned image
     crop: np.ndarray  # uint8 square crop at the frame's resolution
     # aligned by its landmarks: centre x, y and side of the square the crop was turned upright from, and the roll
@@ -211,12 +211,9 @@ def find_faces(
         height, width = frame.rgb.shape[:2]
         x, y, w, h = face_region(box, width, height, margin)
         if aligned is None:
-            crop = np.ascontiguousarray(frame.rgb[y : y + h, x : x + w])
-            faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop))
-            continue
-        crop, where = aligned
-        turn = (round(where.centre[0], 2), round(where.centre[1], 2), round(where.side, 2),
-                round(where.roll_degrees, 2))
+            crop, turn = np.ascontiguousarray(frame.rgb[y : y + h, x : x + w]), None
+        else:
+            crop, turn = aligned[0], aligned[1].recorded()
         faces.append(Face(frame.index, frame.t, (x, y, w, h), box.confidence, crop, turn))
     return faces
 

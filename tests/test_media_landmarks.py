@@ -114,3 +114,11 @@ def test_without_the_weights_the_error_names_the_install_command(monkeypatch: py
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LandmarksUnavailable, match=r"pip install --no-deps facenet-pytorch==2\.6\.0"):
         landmarks.weight_file()
+
+
+def test_an_alignment_survives_its_record() -> None:
+    where = Alignment((120.456, 80.0), 210.0, (math.sin(math.radians(-20)), math.cos(math.radians(-20))))
+    assert where.recorded() == (120.46, 80.0, 210.0, -20.0)
+    back = Alignment.from_recorded(where.recorded())
+    assert back.centre == pytest.approx((120.46, 80.0)) and back.side == 210.0
+    assert back.down == pytest.approx(where.down) and back.roll_degrees == pytest.approx(-20.0)

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,16 @@ class Alignment:
     def roll_degrees(self) -> float:
         """How far the face leans from upright (positive: its chin towards the picture's right)."""
         return math.degrees(math.atan2(self.down[0], self.down[1]))
+
+    def recorded(self) -> tuple[float, float, float, float]:
+        """As a record keeps it (``FaceScore.aligned``): centre x, y, side, roll in degrees, to 1/100."""
+        x, y = self.centre
+        return round(x, 2), round(y, 2), round(self.side, 2), round(self.roll_degrees, 2)
+
+    @classmethod
+    def from_recorded(cls, values: Sequence[float]) -> Alignment:
+        x, y, side, roll = values
+        return cls((x, y), side, (math.sin(math.radians(roll)), math.cos(math.radians(roll))))
 
 
 def weight_file() -> Path:

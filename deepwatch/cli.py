@@ -648,11 +648,13 @@ def detectors_evaluate(
 
 @models_app.command("pull")
 def models_pull(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Fetch detector weights into the models directory."""
-    from serve.detectors.weights import pull
+    """Fetch detector weights, and the face landmark network's when faces are aligned, into the models directory."""
+    from serve.detectors.weights import FACE_LANDMARKS, pull
 
     settings = settings_for(config, data_dir, as_json)
-    outcomes = pull([r.cls for r in _registered(settings, as_json)], settings.models_path, settings.models_base_url)
+    detectors = [r.cls for r in _registered(settings, as_json)]
+    extra = [FACE_LANDMARKS] if settings.score_align_faces else []
+    outcomes = pull(detectors, settings.models_path, settings.models_base_url, extra)
     ok = all(o.status != "failed" for o in outcomes)
     if as_json:
         emit_json({"ok": ok, "models_dir": str(settings.models_path), "files": [o.to_json() for o in outcomes]})

@@ -295,7 +295,8 @@ class Settings(BaseSettings):
     score_face_margin: float = Field(0.2, ge=0, le=1, description="face crops are this share of the box wider per side")
     score_align_faces: bool = Field(
         True, description="turn each face upright and centre it by its landmarks before scoring, as MesoNet's "
-        "authors cropped their faces (needs facenet-pytorch's ONet weights; false: the detector's box as it is)",
+        "authors cropped their faces (needs MTCNN's ONet weights: the facenet-pytorch wheel, or "
+        "`deepwatch models pull`; false: the detector's box as it is)",
     )
     score_face_workers: int = Field(
         0, ge=0, le=64,

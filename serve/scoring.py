@@ -196,16 +196,17 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
 
 def find_faces(
     frames: Sequence[Frame], *, confidence: float, margin: float, max_per_frame: int = MAX_FACES_PER_FRAME,
-    threads: int = 0, align: bool = False,
+    threads: int = 0, align_with: Path | None = None,
 ) -> list[Face]:
-    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side; with ``align``,
-    turned upright and framed by their landmarks instead (:mod:`deepwatch.media.landmarks`) where the landmark
-    network takes the box for a face. ``threads``: OpenCV's for the pass (0: its own setting)."""
+    """Faces in each frame (res10 SSD), as square crops ``margin`` of the box wider on each side; with
+    ``align_with`` (the landmark network's weight file, :func:`deepwatch.media.landmarks.weight_file`), turned
+    upright and framed by their landmarks instead where the landmark network takes the box for a face.
+    ``threads``: OpenCV's for the pass (0: its own setting)."""
     from deepwatch.media.faces import detect_faces_batch, face_region
 
     found = detect_faces_batch([frame.rgb for frame in frames], min_confidence=confidence, threads=threads)
     kept = [(frame, box) for frame, boxes in zip(frames, found, strict=True) for box in boxes[:max_per_frame]]
-    upright = aligned_crops(kept) if align else [None] * len(kept)
+    upright = aligned_crops(kept, align_with) if align_with else [None] * len(kept)
     faces: list[Face] = []
     for (frame, box), aligned in zip(kept, upright, strict=True):
         height, width = frame.rgb.shape[:2]
@@ -218,14 +219,16 @@ def find_faces(
     return faces
 
 
-def aligned_crops(faces: Sequence[tuple[Frame, FaceBox]]) -> list[tuple[np.ndarray, Alignment] | None]:
+def aligned_crops(
+    faces: Sequence[tuple[Frame, FaceBox]], weights: Path | None = None
+) -> list[tuple[np.ndarray, Alignment] | None]:
     """Each face's upright crop at about its own resolution and where it came from, or None where ONet does not
     see a face in the box or its landmarks do not fit the box (:func:`deepwatch.media.landmarks.fits_box`): that
     face keeps its box's crop."""
     from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks, fits_box
 
     crops: list[tuple[np.ndarray, Alignment] | None] = []
-    marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces])
+    marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces], weights)
     for (frame, box), marks in zip(faces, marked, strict=True):
         where = alignment(marks.points) if marks.probability >= MIN_FACE_PROBABILITY else None
         if where is None or not fits_box(where, box):
@@ -252,7 +255,7 @@ def face_workers(setting: int) -> int:
 
 def faces_while_decoding(
     frames: Iterator[Frame], *, confidence: float, margin: float, chunk: int = FACE_CHUNK, workers: int = 1,
-    align: bool = False,
+    align_with: Path | None = None,
 ) -> tuple[int, list[Face], float]:
     """:func:`find_faces` over ``frames`` ``chunk`` at a time while a thread decodes the next ones: how many
     frames there were, their faces (in frame order), and the seconds during which the detector was running.
@@ -266,7 +269,7 @@ def faces_while_decoding(
     def detect(part: list[Frame]) -> list[Face]:
         started = time.perf_counter()
         try:
-            return find_faces(part, confidence=confidence, margin=margin, threads=threads, align=align)
+            return find_faces(part, confidence=confidence, margin=margin, threads=threads, align_with=align_with)
         finally:
             spans.append((started, time.perf_counter()))  # list.append is atomic under the GIL
 
@@ -421,6 +424,16 @@ def run_detector(detector: Detector, faces: Sequence[Face]) -> tuple[DetectorSco
     return score_detector(detector, FaceCrops.of("", "image", 0, faces, [detector.input_size]))
 
 
+def landmark_weights(settings: Settings) -> Path | None:
+    """The landmark network's weight file when faces are to be aligned (``score_align_faces``), else None.
+    Raises ``LandmarksUnavailable`` (naming how to get the file) when they are to be and it is missing."""
+    if not settings.score_align_faces:
+        return None
+    from deepwatch.media.landmarks import weight_file
+
+    return weight_file(settings.models_path)
+
+
 def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool = False) -> FaceCrops:
     """The faces step: hash, decode, find faces (or take whole frames when ``aligned``), crop to ``sides``."""
     timings: dict[str, float] = {}
@@ -444,7 +457,7 @@ def prepare(path: Path, settings: Settings, sides: Iterable[int], aligned: bool 
         else:
             count, faces, detecting = faces_while_decoding(
                 frames, confidence=settings.score_face_confidence, margin=settings.score_face_margin,
-                workers=face_workers(settings.score_face_workers), align=settings.score_align_faces,
+                workers=face_workers(settings.score_face_workers), align_with=landmark_weights(settings),
             )
             # the two overlap: "faces" is the detector's own time, "decode" the rest (checking the file and
             # waiting for frames), so that they still add up to the stage's time

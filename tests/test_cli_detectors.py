@@ -11,8 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepwatch.cli import app
+from deepwatch.media import landmarks
 from deepwatch.media.encode import write_video
 from serve.detectors.mesonet import DETECTORS
+from serve.detectors.weights import FACE_LANDMARKS
 from tests.detector_support import FACES_DIR, face_image, face_scene, weights_or_skip
 from tests.ingest_support import Site
 
@@ -67,6 +69,8 @@ def _mirror(site: Site, models_dir: Path) -> None:
     for cls in DETECTORS:
         weight = cls.weights[0]
         site.put(f"/mesonet/{weight.file_name}", (models_dir / weight.path).read_bytes(), "application/octet-stream")
+    # the face landmark network's file, as the facenet-pytorch wheel installed it
+    site.put("/mesonet/onet.pt", landmarks.weight_file().read_bytes(), "application/octet-stream")
 
 
 def test_models_pull_downloads_and_verifies_then_finds_them_present(models_dir: Path, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,14 +82,17 @@ def test_models_pull_downloads_and_verifies_then_finds_them_present(models_dir: 
     monkeypatch.setenv("DEEPWATCH_MODELS_BASE_URL", f"{site.base}/mesonet/")
     code, document = run(["models", "pull", "--json", "--data-dir", str(tmp_path)])
     assert code == 0, document
-    assert [f["status"] for f in document["files"]] == ["downloaded"] * 4
-    for cls in DETECTORS:
-        weight = cls.weights[0]
+    assert [f["status"] for f in document["files"]] == ["downloaded"] * 5
+    for weight in [cls.weights[0] for cls in DETECTORS] + [FACE_LANDMARKS]:
         assert hashlib.sha256((target / weight.path).read_bytes()).hexdigest() == weight.sha256
+    assert landmarks.weight_file(target) == target / landmarks.WEIGHTS_PATH  # where alignment looks first
     hits = len(site.hits)
     code, document = run(["models", "pull", "--json", "--data-dir", str(tmp_path)])
-    assert code == 0 and [f["status"] for f in document["files"]] == ["present"] * 4
+    assert code == 0 and [f["status"] for f in document["files"]] == ["present"] * 5
     assert len(site.hits) == hits  # nothing fetched again
+    monkeypatch.setenv("DEEPWATCH_SCORE_ALIGN_FACES", "false")  # then the landmark network is not needed
+    code, document = run(["models", "pull", "--json", "--data-dir", str(tmp_path)])
+    assert code == 0 and [f["path"] for f in document["files"]] == [cls.weights[0].path for cls in DETECTORS]
 
 
 def test_models_pull_refuses_a_file_with_the_wrong_sha256(models_dir: Path, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,10 +110,25 @@ def test_an_upright_crop_is_the_frame_under_it() -> None:
     assert np.array_equal(turned_crop, np.rot90(rgb[10:30, 30:50], k=1))
 
 
-def test_without_the_weights_the_error_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_weights_the_error_names_the_ways_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(LandmarksUnavailable, match=r"pip install --no-deps facenet-pytorch==2\.6\.0"):
-        landmarks.weight_file()
+    with pytest.raises(LandmarksUnavailable, match=r"pip install --no-deps facenet-pytorch==2\.6\.0") as raised:
+        landmarks.weight_file(tmp_path)
+    message = str(raised.value)
+    assert "deepwatch models pull" in message and str(tmp_path / landmarks.WEIGHTS_PATH) in message
+    assert "DEEPWATCH_SCORE_ALIGN_FACES=false" in message
+
+
+def test_the_weights_are_found_in_the_models_directory_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    installed = landmarks.weight_file()  # from the wheel, as make install puts it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as after a plain pip install
+    pulled = tmp_path / landmarks.WEIGHTS_PATH
+    pulled.parent.mkdir(parents=True)
+    pulled.write_bytes(installed.read_bytes())
+    assert landmarks.weight_file(tmp_path) == pulled
+    pulled.write_bytes(installed.read_bytes()[:-1] + b"x")  # the same size: the check reads the bytes
+    with pytest.raises(LandmarksUnavailable, match=r"not the expected " + landmarks.WEIGHTS_SHA256):
+        landmarks.weight_file(tmp_path)
 
 
 def test_an_alignment_survives_its_record() -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 from deepwatch.contracts import DetectorScore
 from deepwatch.media.encode import write_video
 from deepwatch.media.errors import Corrupt
+from deepwatch.media.landmarks import weight_file
 from deepwatch.settings import load_settings
 from serve.detectors.base import Detector
 from serve.ensemble import EnsembleConfig, calibrate, ensemble_score
@@ -139,14 +140,14 @@ def test_a_face_whose_landmarks_do_not_fit_keeps_its_box_crop(models_dir: Path, 
 
     scene = face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)
     (plain,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2)
-    (aligned,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align=True)
+    (aligned,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align_with=weight_file())
     assert aligned.box == plain.box and aligned.crop.shape != plain.crop.shape  # turned and resized by its landmarks
 
-    def bunched(pictures: list[np.ndarray], boxes: list) -> list[Landmarks]:  # five points within 2 px: no face
+    def bunched(pictures: list[np.ndarray], boxes: list, weights: Path | None = None) -> list[Landmarks]:  # five points within 2 px: no face
         return [Landmarks(np.array([[b.x + i * 0.5, b.y + i * 0.5] for i in range(5)]), 0.99) for b in boxes]
 
     monkeypatch.setattr(landmarks, "face_landmarks", bunched)
-    (kept,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align=True)
+    (kept,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align_with=weight_file())
     assert np.array_equal(kept.crop, plain.crop)
 
 

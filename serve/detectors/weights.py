@@ -1,4 +1,5 @@
-"""`deepwatch models pull`: download the registered detectors' weight files into the models directory.
+"""`deepwatch models pull`: download the registered detectors' weight files, and the face landmark network's
+when faces are aligned, into the models directory.
 
 A file is kept only when its sha256 is the one its detector declares; anything else is deleted before it
 ever takes the weight file's name. Nothing here runs at import or test time against the internet: tests
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import httpx
 
 from deepwatch.digest import sha256_file
+from deepwatch.media import landmarks
 from serve.detectors.base import Detector, WeightFile
 
 MAX_WEIGHT_BYTES = 2 * 1024**3  # far above any detector we know; stops a misconfigured mirror filling the disk
@@ -35,12 +37,15 @@ class PullOutcome:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def weight_files(detectors: Iterable[type[Detector]]) -> list[WeightFile]:
-    """Each weight file once, in the detectors' order."""
+# the face landmark network that aligns faces before they are scored (deepwatch.media.landmarks)
+FACE_LANDMARKS = WeightFile(landmarks.WEIGHTS_PATH, landmarks.WEIGHTS_SHA256, landmarks.WEIGHTS_URL)
+
+
+def weight_files(detectors: Iterable[type[Detector]], extra: Iterable[WeightFile] = ()) -> list[WeightFile]:
+    """Each weight file once, in the detectors' order, then ``extra``."""
     seen: dict[str, WeightFile] = {}
-    for cls in detectors:
-        for weight in cls.weights:
-            seen.setdefault(weight.path, weight)
+    for weight in [w for cls in detectors for w in cls.weights] + list(extra):
+        seen.setdefault(weight.path, weight)
     return list(seen.values())
 
 
@@ -85,5 +90,8 @@ def pull_one(weight: WeightFile, models_dir: Path, base_url: str | None, timeout
         tmp.unlink(missing_ok=True)
 
 
-def pull(detectors: Iterable[type[Detector]], models_dir: Path, base_url: str | None = None) -> list[PullOutcome]:
-    return [pull_one(w, Path(models_dir), base_url) for w in weight_files(detectors)]
+def pull(
+    detectors: Iterable[type[Detector]], models_dir: Path, base_url: str | None = None, extra: Iterable[WeightFile] = ()
+) -> list[PullOutcome]:
+    """Each weight file of the detectors, then ``extra`` (such as :data:`FACE_LANDMARKS`)."""
+    return [pull_one(w, Path(models_dir), base_url) for w in weight_files(detectors, extra)]

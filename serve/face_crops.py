@@ -56,8 +56,7 @@ def scored_crop(rgb: np.ndarray, face: FaceScore) -> np.ndarray:
     """The crop the detectors scored: the face's square turned upright when it was aligned, else its box."""
     if face.aligned is None:
         return crop(rgb, face.box)
-    from deepwatch.media.landmarks import Alignment, aligned_crop
-    from serve.scoring import aligned_side
+    from deepwatch.media.landmarks import Alignment
+    from serve.scoring import upright_face
 
-    where = Alignment.from_recorded(face.aligned)
-    return aligned_crop(rgb, where, aligned_side(where.side))
+    return upright_face(rgb, Alignment.from_recorded(face.aligned))

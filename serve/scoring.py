@@ -225,7 +225,7 @@ def aligned_crops(
     """Each face's upright crop at about its own resolution and where it came from, or None where ONet does not
     see a face in the box or its landmarks do not fit the box (:func:`deepwatch.media.landmarks.fits_box`): that
     face keeps its box's crop."""
-    from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, aligned_crop, alignment, face_landmarks, fits_box
+    from deepwatch.media.landmarks import MIN_FACE_PROBABILITY, alignment, face_landmarks, fits_box
 
     crops: list[tuple[np.ndarray, Alignment] | None] = []
     marked = face_landmarks([frame.rgb for frame, _ in faces], [box for _, box in faces], weights)
@@ -234,13 +234,23 @@ def aligned_crops(
         if where is None or not fits_box(where, box):
             crops.append(None)
             continue
-        crops.append((aligned_crop(frame.rgb, where, aligned_side(where.side)), where))
+        crops.append((upright_face(frame.rgb, where), where))
     return crops
 
 
-def aligned_side(side: float) -> int:
-    """Pixels of an aligned crop of a ``side`` square: about its own, within bounds."""
-    return int(min(max(round(side), MIN_ALIGNED_SIDE), MAX_ALIGNED_SIDE))
+def upright_face(rgb: np.ndarray, where: Alignment) -> np.ndarray:
+    """The aligned crop of ``where`` at about the square's own resolution, within bounds. A square larger than
+    the bound (a close-up in a photo) is cut whole and then area-averaged down: the warp itself samples
+    bilinearly, which would alias when shrinking."""
+    import cv2
+
+    from deepwatch.media.landmarks import aligned_crop
+
+    side = max(round(where.side), MIN_ALIGNED_SIDE)
+    if side <= MAX_ALIGNED_SIDE:
+        return aligned_crop(rgb, where, side)
+    whole = aligned_crop(rgb, where, side)
+    return cv2.resize(whole, (MAX_ALIGNED_SIDE, MAX_ALIGNED_SIDE), interpolation=cv2.INTER_AREA)
 
 
 def face_workers(setting: int) -> int:

@@ -20,6 +20,7 @@ from deepwatch.settings import load_settings
 from serve.detectors.base import Detector
 from serve.ensemble import EnsembleConfig, calibrate, ensemble_score
 from serve.scoring import (
+    MAX_ALIGNED_SIDE,
     Face,
     FaceCrops,
     Frame,
@@ -37,6 +38,7 @@ from serve.scoring import (
     run_detector,
     sampling_interval,
     score_file,
+    upright_face,
 )
 from tests.detector_support import FACES_DIR, face_image, face_scene
 from tests.media_support import pattern
@@ -149,6 +151,22 @@ def test_a_face_whose_landmarks_do_not_fit_keeps_its_box_crop(models_dir: Path, 
     monkeypatch.setattr(landmarks, "face_landmarks", bunched)
     (kept,) = find_faces([Frame(0, 0.0, scene)], confidence=0.8, margin=0.2, align_with=weight_file())
     assert np.array_equal(kept.crop, plain.crop)
+
+
+def test_an_aligned_face_larger_than_the_bound_is_area_averaged_down() -> None:
+    import cv2
+
+    from deepwatch.media.landmarks import Alignment
+
+    stripes = np.zeros((2100, 2100, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: sampled rather than averaged, they alias into bands
+    where = Alignment((1050.0, 1050.0), 2000.0, (0.0, 1.0))  # upright, over pixels 50..2049
+    crop = upright_face(stripes, where)
+    assert crop.shape == (MAX_ALIGNED_SIDE, MAX_ALIGNED_SIDE, 3)
+    expected = cv2.resize(stripes[50:2050, 50:2050], (MAX_ALIGNED_SIDE,) * 2, interpolation=cv2.INTER_AREA)
+    assert np.array_equal(crop, expected) and crop.std() < 5
+    small = Alignment((100.0, 100.0), 100.0, (0.0, 1.0))  # within the bound: at its own size
+    assert np.array_equal(upright_face(stripes, small), stripes[50:150, 50:150])
 
 
 def test_busy_seconds_counts_overlapping_spans_once() -> None:

@@ -27,7 +27,7 @@ from ray import serve
 
 from deepwatch.contracts import DetectorScore
 from deepwatch.settings import Settings, load_settings
-from serve.scoring import FaceCrops, detector_input, detector_result, prepare
+from serve.scoring import FaceCrops, detector_input, detector_result, landmark_weights, prepare
 from serve.sources import MediaSource, StoreForSources, materialize
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,16 @@ class DetectorDeployment:
 @serve.deployment(max_ongoing_requests=FACES_MAX_ONGOING)
 class Faces:
     def __init__(self, sides: list[int], config: str | None, overrides: dict[str, Any]) -> None:
+        from deepwatch.media.landmarks import LandmarksUnavailable
+
         self.settings = load_settings(config, **overrides)
         self.sides = sorted(set(sides))
         self._stores = StoreForSources(self.settings)
+        try:
+            landmark_weights(self.settings)
+        except LandmarksUnavailable as exc:
+            # the replica stays up, and each request that needs alignment answers 503 with this message
+            log.error("faces cannot be aligned: %s", exc)
 
     async def prepare(self, source: MediaSource, aligned: bool) -> FaceCrops:
         return await asyncio.to_thread(self._prepare, source, aligned)

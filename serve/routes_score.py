@@ -252,10 +252,14 @@ def _failure(exc: Exception) -> JSONResponse:
     )
 
 
-# Ray's and Serve's own "try again later": a replica died or restarts, the queue is full, the app redeploys.
+# Ray's and Serve's own "try again later": a replica died or restarts, the queue is full, the app redeploys;
+# and weights missing from a replica (detectors, the face detector, the landmark network), until an operator
+# installs them: the message names how, and nothing is wrong with the media.
 _UNAVAILABLE = frozenset(
     {
         "DetectorUnavailable",
+        "FaceDetectorUnavailable",
+        "LandmarksUnavailable",
         "BackPressureError",
         "DeploymentUnavailableError",
         "RayActorError",

@@ -239,3 +239,27 @@ def test_without_ray_the_api_scores_in_process(models_dir: Path, mesonet: dict[s
                         json={"image_base64": base64.b64encode(face_file.read_bytes()).decode(), "aligned": True})
     assert r.status_code == 200, r.text
     _assert_same(r.json(), score_file(face_file, settings, [mesonet["meso4_f2f"]], aligned=True))
+
+
+def test_missing_landmark_weights_are_a_503_naming_the_fix(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from fastapi.testclient import TestClient
+
+    from serve.api import build_api
+    from serve.routes_score import use_backend
+
+    find_spec = importlib.util.find_spec
+    # as after a plain pip install: no facenet-pytorch wheel, and nothing pulled into the models directory
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "facenet_pytorch" else find_spec(name))
+    use_backend(None)
+    settings = load_settings(data_dir=tmp_path, models_dir=models_dir, api_keys=[SCORE_KEY], detectors=["meso4_f2f"])
+    scene = face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)
+    with TestClient(build_api(settings)) as client:
+        r = client.post("/v1/score", headers={"X-API-Key": SCORE_KEY}, files={"file": ("scene.png", _png(scene))})
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["error_type"] == "LandmarksUnavailable" and body["permanent"] is False
+    assert "deepwatch models pull" in body["detail"] and "DEEPWATCH_SCORE_ALIGN_FACES=false" in body["detail"]

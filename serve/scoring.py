@@ -239,18 +239,22 @@ def aligned_crops(
 
 
 def upright_face(rgb: np.ndarray, where: Alignment) -> np.ndarray:
-    """The aligned crop of ``where`` at about the square's own resolution, within bounds. A square larger than
-    the bound (a close-up in a photo) is cut whole and then area-averaged down: the warp itself samples
-    bilinearly, which would alias when shrinking."""
+    """The aligned crop of ``where`` at about the square's own resolution, within bounds. For a square larger
+    than the bound (a close-up in a photo) the frame is area-averaged down first: the warp samples bilinearly,
+    which aliases when it shrinks, and cutting such a square whole could take gigabytes in a large photo."""
     import cv2
 
-    from deepwatch.media.landmarks import aligned_crop
+    from deepwatch.media.landmarks import Alignment, aligned_crop
 
     side = max(round(where.side), MIN_ALIGNED_SIDE)
-    if side <= MAX_ALIGNED_SIDE:
-        return aligned_crop(rgb, where, side)
-    whole = aligned_crop(rgb, where, side)
-    return cv2.resize(whole, (MAX_ALIGNED_SIDE, MAX_ALIGNED_SIDE), interpolation=cv2.INTER_AREA)
+    if side > MAX_ALIGNED_SIDE:
+        height, width = rgb.shape[:2]
+        size = (max(1, round(width * MAX_ALIGNED_SIDE / side)), max(1, round(height * MAX_ALIGNED_SIDE / side)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / width, size[1] / height
+        where = Alignment((where.centre[0] * sx, where.centre[1] * sy), where.side * sx, where.down)
+        side = MAX_ALIGNED_SIDE
+    return aligned_crop(rgb, where, side)
 
 
 def face_workers(setting: int) -> int:

@@ -164,7 +164,12 @@ def test_an_aligned_face_larger_than_the_bound_is_area_averaged_down() -> None:
     crop = upright_face(stripes, where)
     assert crop.shape == (MAX_ALIGNED_SIDE, MAX_ALIGNED_SIDE, 3)
     expected = cv2.resize(stripes[50:2050, 50:2050], (MAX_ALIGNED_SIDE,) * 2, interpolation=cv2.INTER_AREA)
-    assert np.array_equal(crop, expected) and crop.std() < 5
+    assert crop.std() < 5 and abs(crop.mean() - expected.mean()) < 2  # grey, as the stripes are on average
+    rng = np.random.default_rng(0)
+    smooth = cv2.resize(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8), (2100, 2100), interpolation=cv2.INTER_CUBIC)
+    region = cv2.resize(smooth[50:2050, 50:2050], (MAX_ALIGNED_SIDE,) * 2, interpolation=cv2.INTER_AREA)
+    # the same square (the frame is shrunk to a whole number of pixels first: a fraction of a pixel off)
+    assert np.abs(upright_face(smooth, where).astype(float) - region).mean() < 6
     small = Alignment((100.0, 100.0), 100.0, (0.0, 1.0))  # within the bound: at its own size
     assert np.array_equal(upright_face(stripes, small), stripes[50:150, 50:150])
 

@@ -269,14 +269,20 @@ def score(
 
 
 def _fingerprint_or_fail(path: Path, settings: Settings, as_json: bool) -> Any:
-    """Fingerprint one file; a file that is not there is bad input (exit 2), one that will not decode exit 1."""
+    """Fingerprint one file as the stream does (checked by ``normalize`` first: sniffed from its bytes, decoded
+    under the time limit, converted where it must be); a file that is not there is bad input (exit 2), one that
+    will not decode exit 1."""
+    import tempfile
+
     from deepwatch.media.errors import MediaError
-    from deepwatch.media.fingerprint import fingerprint_file
+    from deepwatch.media.fingerprint import fingerprint_normalized
+    from deepwatch.media.normalize import normalize
 
     if not path.is_file():
         fail(f"{path} is not a file", 2, as_json, file=str(path))
     try:
-        return fingerprint_file(path, settings=settings)
+        with tempfile.TemporaryDirectory(prefix="dw-fingerprint-") as workdir:
+            return fingerprint_normalized(normalize(path, settings=settings, workdir=Path(workdir)), settings=settings)
     except MediaError as exc:
         fail(f"{path}: {exc}", 1, as_json, file=str(path), kind=type(exc).__name__)
 

@@ -257,7 +257,7 @@ class StreamPipeline:
                 if done:
                     return "exact"
 
-            from deepwatch.media.fingerprint import fingerprint_file
+            from deepwatch.media.fingerprint import fingerprint_normalized
             from deepwatch.media.normalize import normalize
 
             self.metrics.events.labels("normalize").inc()
@@ -267,11 +267,9 @@ class StreamPipeline:
             normalize_s = time.monotonic() - started
             self.metrics.events.labels("fingerprint").inc()
             started = time.monotonic()
-            fingerprint = await self._media("fingerprint", fingerprint_file, media.detector_path,
-                                            settings=self.settings)
+            fingerprint = await self._media("fingerprint", fingerprint_normalized, media, settings=self.settings,
+                                            sha256=fetched.sha256)
             fingerprint_s = time.monotonic() - started
-            if fingerprint.sha256 != fetched.sha256:  # fingerprinted a lossless conversion: the id is the original's
-                fingerprint = dataclasses.replace(fingerprint, sha256=fetched.sha256)
             from deepwatch.media.similar import find_similar
 
             contract = fingerprint.to_contract()

@@ -308,6 +308,36 @@ def test_commands_report_bad_files(tmp_path: Path, clips: Clips) -> None:  # noq
     result = runner.invoke(app, ["fingerprint", str(broken), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["kind"] == "Corrupt"
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video, whatever its name says")
+    result = runner.invoke(app, ["fingerprint", str(text), "--json"])  # sniffed from its bytes, as the stream does
+    assert result.exit_code == 1 and json.loads(result.stdout)["kind"] == "Unsupported"
     result = runner.invoke(app, ["match", str(clips.get("plain", lambda: scene(1))), str(tmp_path / "gone.mp4"), "--json"])
     assert result.exit_code == 2
     assert "not a file" in json.loads(result.stdout)["error"]
+
+
+def test_the_commands_fingerprint_an_animated_webp_as_the_stream_does(tmp_path: Path) -> None:
+    """An animated WebP is a video to the stream (converted losslessly, since FFmpeg cannot decode it frame by
+    frame); the commands see the same video, under the original file's sha256."""
+    import hashlib
+
+    from PIL import Image
+
+    from deepwatch.media.fingerprint import fingerprint_normalized
+    from deepwatch.media.normalize import normalize
+    from deepwatch.settings import load_settings
+
+    rng = np.random.default_rng(5)
+    pictures = [Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((160, 120)) for _ in range(6)]
+    path = tmp_path / "anim.webp"
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=1000, loop=0, lossless=True)
+    settings = load_settings(data_dir=tmp_path / "data")
+    media = normalize(path, settings=settings, workdir=tmp_path / "work")
+    assert media.kind == "video" and media.converted
+    expected = fingerprint_normalized(media, settings=settings)
+    result = CliRunner().invoke(app, ["fingerprint", str(path), "--json", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["kind"] == "video" and document["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(document["frames"]) >= 5 and [f["pdq"] for f in document["frames"]] == [f.pdq for f in expected.frames]

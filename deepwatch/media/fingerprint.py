@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from deepwatch.settings import default_field
 if TYPE_CHECKING:
     from deepwatch.contracts import Fingerprints
     from deepwatch.media.faces import FaceBox
+    from deepwatch.media.normalize import NormalizedMedia
     from deepwatch.settings import Settings
 
 RENDER_SIDE = 256  # frames are rendered at this long side, what videohash2's 144x144 squares are made from
@@ -346,6 +348,18 @@ def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFi
         decode_mode=header.mode,
         timings=clock.totals,
     )
+
+
+def fingerprint_normalized(
+    media: NormalizedMedia, *, settings: Settings | None = None, sha256: str | None = None
+) -> MediaFingerprint:
+    """Fingerprint a file as :func:`deepwatch.media.normalize.normalize` checked it, as the stream records it:
+    the pixels detectors read (a lossless conversion where the original cannot be decoded frame by frame, an
+    animated WebP for one), under the original's sha256 (``sha256``, when the caller has it already)."""
+    fingerprint = fingerprint_file(media.detector_path, settings=settings)
+    if media.detector_path != media.original:
+        fingerprint = dataclasses.replace(fingerprint, sha256=sha256 or sha256_file(media.original))
+    return fingerprint
 
 
 class _Clock:

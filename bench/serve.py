@@ -103,6 +103,18 @@ def raw_throughput(settings: Any, crops: np.ndarray, repeats: int) -> tuple[floa
     return statistics.median(totals), {n: statistics.median(v) for n, v in per.items()}
 
 
+def one_thread_throughput(settings: Any, crops: np.ndarray, repeats: int) -> float:
+    """:func:`raw_throughput` with PyTorch on one thread (its setting restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return raw_throughput(settings, crops, repeats)[0]
+    finally:
+        torch.set_num_threads(before)
+
+
 def serve_throughput(app: str, crops: np.ndarray, per_request: int, repeats: int) -> float:
     """Median detector-crops/s of ``crops`` sent to all four detectors in requests of ``per_request`` crops."""
     import ray
@@ -184,6 +196,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         crops = face_crops(n_crops)
         log(f"raw PyTorch on {n_crops} crops x {repeats}")
         raw, raw_per = raw_throughput(settings, crops, repeats)
+        log("raw PyTorch on one thread, as a Serve replica runs")
+        one_thread = one_thread_throughput(settings, crops, repeats)
 
         clip = work / "clip.mp4"
         log(f"writing a {clip_seconds:.0f} s 720p clip")
@@ -228,6 +242,11 @@ def run(quick: bool = False) -> dict[str, Any]:
              "serve_batch_max_crops": settings.serve_batch_max_crops,
              "serve_batch_wait_s": settings.serve_batch_wait_s,
              "raw_per_detector_crops_per_s": {n: round(v, 1) for n, v in raw_per.items()},
+             # what four replicas of one thread each could reach on this machine's cores with no overhead at
+             # all: the cores times the one-thread rate (raw PyTorch's own threads scale less than that)
+             "raw_one_thread_crops_per_s": round(one_thread, 1),
+             "cores_times_one_thread": round(one_thread * (os.cpu_count() or 2), 1),
+             "share_of_cores_times_one_thread": round(ours / (one_thread * (os.cpu_count() or 2)), 4),
              "media_crops_per_s_all_four": {"serve": round(ours / 4, 1), "raw": round(raw / 4, 1)},
              f"serve_crops_per_s_requests_of_{SMALL_REQUEST}": round(small, 1),
              "largest_batch": {n: s["max_crops"] for n, s in stats.items()},

@@ -120,11 +120,11 @@ def test_similar_by_media_id_and_by_file(data_dir: Path, tmp_path: Path) -> None
     code, doc = run_json("similar", str(clip), "--data-dir", str(data_dir))
     assert code == 0 and {i["media_id"] for i in doc["items"]} == {mid(1), mid(2)}
 
-    # A file never recorded is fingerprinted (tests/test_cli_similar.py); these bytes are no media.
+    # A file never recorded is fingerprinted (tests/test_cli_similar.py); these bytes are no media format.
     unknown = tmp_path / "other.bin"
     unknown.write_bytes(b"never recorded")
     code, doc = run_json("similar", str(unknown), "--data-dir", str(data_dir))
-    assert code == 1 and doc["kind"] == "Corrupt"
+    assert code == 1 and doc["kind"] == "Unsupported"
     code, doc = run_json("similar", "f" * 64, "--data-dir", str(data_dir))
     assert code == 1 and "no record" in doc["error"]
     code, doc = run_json("similar", "nonsense", "--data-dir", str(data_dir))

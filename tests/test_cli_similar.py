@@ -96,10 +96,14 @@ def test_a_face_swap_is_a_variant(tmp_path: Path, clips: Clips) -> None:  # noqa
     assert {i["relation"] for i in by_record(doc)[real.sha256]} == {"variant"}
 
 
-def test_a_file_that_is_not_media_is_corrupt(data_dir: Path, tmp_path: Path) -> None:
+def test_a_file_that_is_not_media_is_refused_by_its_bytes(data_dir: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all")
     code, doc = similar(junk, data_dir)
+    assert code == 1 and doc["kind"] == "Unsupported"  # no media format, whatever its name says
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))  # an MP4's first box, then nothing
+    code, doc = similar(broken, data_dir)
     assert code == 1 and doc["kind"] == "Corrupt"
 
 

@@ -180,7 +180,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     n_crops = 64 if quick else 256
-    repeats = 2 if quick else 3
+    repeats = 2 if quick else 5  # each Serve run is ~3 s of work: a median of five rides out more of the noise
     load_before = round(os.getloadavg()[0], 2)
     clip_seconds = 3.0 if quick else 10.0
     with tempfile.TemporaryDirectory(prefix="dw-bench-serve-", dir="/tmp") as tmp:

@@ -214,18 +214,24 @@ def submit(
         raise typer.Exit(2)
 
 
-def _load_chosen(settings: Settings, detectors: str | None, as_json: bool) -> list[Any]:
-    """The detectors ``--detectors`` names (all enabled by default), loaded; an unknown name exits 2, a detector
-    that cannot load (its weights missing) exits 1."""
+def _load_chosen(settings: Settings, detectors: str | None, aligned: bool, as_json: bool) -> list[Any]:
+    """The detectors ``--detectors`` names (all enabled by default), loaded, and unless the input is ``aligned``
+    already, the face landmark weights found (when faces are aligned): an unknown name exits 2, missing weights
+    exit 1, before any media is decoded."""
+    from deepwatch.media.landmarks import LandmarksUnavailable
     from serve.detectors.base import DetectorError
     from serve.detectors.registry import RegistryError, load_detectors
+    from serve.scoring import landmark_weights
 
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
     try:
-        return load_detectors(settings, names)
+        loaded = load_detectors(settings, names)
+        if not aligned:
+            landmark_weights(settings)
+        return loaded
     except RegistryError as exc:
         fail(str(exc), 2, as_json)
-    except DetectorError as exc:
+    except (DetectorError, LandmarksUnavailable) as exc:
         fail(str(exc), 1, as_json)
 
 
@@ -250,7 +256,7 @@ def score(
     is_url = path.lower().startswith(("http://", "https://"))
     if not is_url and not Path(path).is_file():
         fail(f"{path} is not a file", 2, as_json, file=path)
-    loaded = _load_chosen(settings, detectors, as_json)
+    loaded = _load_chosen(settings, detectors, aligned, as_json)
     try:
         with tempfile.TemporaryDirectory(prefix="dw-score-") as workdir:
             file = materialize(MediaSource(url=path), settings, Path(workdir)) if is_url else Path(path)
@@ -630,7 +636,7 @@ def detectors_evaluate(
         items = labelled_items(folder)
     except LabelledSetError as exc:
         fail(str(exc), 2, as_json, folder=str(folder))
-    loaded = _load_chosen(settings, detectors, as_json)
+    loaded = _load_chosen(settings, detectors, aligned, as_json)
     results, summaries, seconds = evaluate(items, settings, loaded, aligned=aligned)
     if as_json:
         emit_json({

@@ -150,3 +150,21 @@ def test_score_refuses_unknown_detectors_and_missing_files(tmp_path: Path) -> No
     assert code == 2 and "unknown detector" in document["error"]
     code, document = run(["score", str(tmp_path / "absent.mp4"), "--json", "--data-dir", str(tmp_path)])
     assert code == 2 and "is not a file" in document["error"]
+
+
+def test_score_without_the_landmark_weights_says_how_to_get_them(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    weights_or_skip(models_dir, DETECTORS[0])
+    path = tmp_path / "scene.png"
+    Image.fromarray(face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)).save(path)
+    find_spec = importlib.util.find_spec
+    # as after a plain pip install, before `models pull`: no facenet-pytorch wheel, nothing in the models directory
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "facenet_pytorch" else find_spec(name))
+    code, document = run(["score", str(path), "--detectors", "meso4_df", "--json", "--data-dir", str(tmp_path)])
+    assert code == 1 and "deepwatch models pull" in document["error"]
+    code, document = run(["score", str(path), "--detectors", "meso4_df", "--aligned", "--json", "--data-dir",
+                          str(tmp_path)])  # a face crop already: no landmarks needed
+    assert code == 0, document

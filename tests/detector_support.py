@@ -21,6 +21,17 @@ def weights_or_skip(models_dir: Path, cls: type[Detector]) -> None:
             pytest.skip(f"{weight.path} is not in DEEPWATCH_MODELS_DIR={models_dir}")
 
 
+def hide_landmark_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As after a plain ``pip install``: the facenet-pytorch wheel, which ships the landmark weights, is not found
+    (every other package still is)."""
+    import importlib.util
+
+    from deepwatch.media.landmarks import WEIGHTS_PACKAGE
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == WEIGHTS_PACKAGE else find_spec(name))
+
+
 def face_files(models_dir: Path) -> list[Path]:
     files = sorted((models_dir / FACES_DIR).glob("*/*.jpg"))
     if len(files) != 4:

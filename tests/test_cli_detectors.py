@@ -15,7 +15,7 @@ from deepwatch.media import landmarks
 from deepwatch.media.encode import write_video
 from serve.detectors.mesonet import DETECTORS
 from serve.detectors.weights import FACE_LANDMARKS
-from tests.detector_support import FACES_DIR, face_image, face_scene, weights_or_skip
+from tests.detector_support import FACES_DIR, face_image, face_scene, hide_landmark_wheel, weights_or_skip
 from tests.ingest_support import Site
 
 runner = CliRunner()
@@ -155,14 +155,10 @@ def test_score_refuses_unknown_detectors_and_missing_files(tmp_path: Path) -> No
 def test_score_without_the_landmark_weights_says_how_to_get_them(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
     weights_or_skip(models_dir, DETECTORS[0])
     path = tmp_path / "scene.png"
     Image.fromarray(face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)).save(path)
-    find_spec = importlib.util.find_spec
-    # as after a plain pip install, before `models pull`: no facenet-pytorch wheel, nothing in the models directory
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "facenet_pytorch" else find_spec(name))
+    hide_landmark_wheel(monkeypatch)  # and nothing pulled into the models directory yet
     code, document = run(["score", str(path), "--detectors", "meso4_df", "--json", "--data-dir", str(tmp_path)])
     assert code == 1 and "deepwatch models pull" in document["error"]
     code, document = run(["score", str(path), "--detectors", "meso4_df", "--aligned", "--json", "--data-dir",

@@ -25,7 +25,7 @@ from deepwatch.settings import load_settings
 from serve.detectors.base import Detector
 from serve.scoring import ScoreResult, prepare, score_file
 from storage.objects import open_object_store
-from tests.detector_support import FACES_DIR, face_image, face_scene
+from tests.detector_support import FACES_DIR, face_image, face_scene, hide_landmark_wheel
 
 APP = "dw-score-test"
 PREFIX = "/score-test"
@@ -244,16 +244,12 @@ def test_without_ray_the_api_scores_in_process(models_dir: Path, mesonet: dict[s
 def test_missing_landmark_weights_are_a_503_naming_the_fix(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
     from fastapi.testclient import TestClient
 
     from serve.api import build_api
     from serve.routes_score import use_backend
 
-    find_spec = importlib.util.find_spec
-    # as after a plain pip install: no facenet-pytorch wheel, and nothing pulled into the models directory
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "facenet_pytorch" else find_spec(name))
+    hide_landmark_wheel(monkeypatch)  # and nothing pulled into the models directory
     use_backend(None)
     settings = load_settings(data_dir=tmp_path, models_dir=models_dir, api_keys=[SCORE_KEY], detectors=["meso4_f2f"])
     scene = face_scene(face_image(models_dir), size=(640, 480), at=(200, 110), side=220)

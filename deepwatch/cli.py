@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 failure at run time, 2 bad input.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -503,6 +504,9 @@ def export(
     splits: Annotated[str, typer.Option("--splits", help="train,validation,test shares")] = "80,10,10",
     seed: Annotated[str, typer.Option(help="another seed draws other (fixed) splits")] = "",
     shard_items: Annotated[int, typer.Option(help="items per shard at most (webdataset, parquet)")] = 1000,
+    faces: Annotated[
+        bool, typer.Option("--faces", help="also each scored face as the detectors read it (PNG, faces/)")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -522,11 +526,16 @@ def export(
         shares = [s.strip() for s in splits.split(",")]
         request = parse(ExportRequest, {
             "out": out, "query": query.model_dump(), "include_reviewed_real": include_reviewed_real,
-            "format": export_format, "ratios": shares, "seed": seed, "shard_max_items": shard_items})
+            "format": export_format, "ratios": shares, "seed": seed, "shard_max_items": shard_items, "faces": faces})
     except ContractError as exc:
         fail(str(exc), 2, as_json, fields=exc.fields)
+    run = run_export
+    if faces:  # decoding media is the serving layer's, imported only when asked for
+        from serve.face_crops import cropper
+
+        run = functools.partial(run_export, crop_faces=cropper(settings))
     try:
-        summary = run_export(settings, request) if as_json else _export_with_bar(settings, request, run_export)
+        summary = run(settings, request) if as_json else _export_with_bar(settings, request, run)
     except ExportError as exc:
         fail(str(exc), 1, as_json)
     document = summary.model_dump(mode="json")
@@ -542,8 +551,12 @@ def export(
         if summary.missing.count:
             stderr.print(f"[yellow]{summary.missing.count} items have no stored media[/yellow]: "
                          + " ".join(summary.missing.ids[:20]), highlight=False)
-    if summary.errors:
-        for error in summary.errors:
+        if summary.faces is not None:
+            stderr.print(f"face crops: {summary.faces.crops} (written {summary.faces.written}, kept "
+                         f"{summary.faces.kept}, {summary.faces.left_out} no longer in their media)", highlight=False)
+    errors = summary.errors + (summary.faces.errors if summary.faces else [])
+    if errors:
+        for error in errors:
             stderr.print(f"[red]left out[/red] {error.media_id}: {error.error}", highlight=False)
         raise typer.Exit(1)
 

@@ -1,4 +1,5 @@
-"""Each scored face of a record, cut out of the frame it was scored in, for the workbench's media page.
+"""Each scored face of a record, cut out of the frame it was scored in, for the workbench's media page and for
+the face crops of a dataset export.
 
 A record keeps where each face was (``FaceScore``: its sampled frame, its box, and for a face aligned by its
 landmarks the square it was turned upright from), not its pixels. The stored media is decoded again the way
@@ -10,7 +11,7 @@ That works while the media is stored: flagged fakes always are, other media only
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from deepwatch.contracts import FaceScore
 from deepwatch.settings import Settings
 
 CROP_SIDE = 128  # pixels of the square JPEG served per face
+FRAME_TIME_TOLERANCE_S = 0.002  # a face's time is kept to 1 ms
 
 
 def crop(rgb: np.ndarray, box: Sequence[int]) -> np.ndarray:
@@ -40,15 +42,33 @@ def to_jpeg(pixels: np.ndarray, side: int = CROP_SIDE) -> bytes:
 def face_crops(media: Path, faces: Sequence[FaceScore], settings: Settings, workdir: Path) -> list[bytes | None]:
     """A JPEG per face of ``faces`` (None where its frame or box is no longer there), decoding ``media`` once.
     Raises the typed media errors of decoding."""
+    return [None if part is None else to_jpeg(part) for part in scored_crops(media, faces, settings, workdir)]
+
+
+def cropper(settings: Settings) -> Callable[[Path, Sequence[FaceScore], Path], list[np.ndarray | None]]:
+    """:func:`scored_crops` with these settings, as a dataset export takes it (storage.export.faces)."""
+    return lambda media, faces, workdir: scored_crops(media, faces, settings, workdir)
+
+
+def scored_crops(
+    media: Path, faces: Sequence[FaceScore], settings: Settings, workdir: Path
+) -> list[np.ndarray | None]:
+    """The pixels of each face of ``faces`` as the detectors scored them (RGB, before their resize), decoding
+    ``media`` once; None where the face's frame or box is no longer there. A frame counts as there only at the
+    face's time: with ``score_frames_per_video`` changed since scoring, the same position is another frame.
+    Raises the typed media errors of decoding."""
     from serve.scoring import decode_media
 
     _, frames = decode_media(media, settings, workdir, only={f.frame for f in faces})
-    pixels = {frame.index: frame.rgb for frame in frames}
-    out: list[bytes | None] = []
+    shown = {frame.index: frame for frame in frames}
+    out: list[np.ndarray | None] = []
     for face in faces:
-        rgb = pixels.get(face.frame)
-        part = None if rgb is None else scored_crop(rgb, face)
-        out.append(None if part is None or part.size == 0 else to_jpeg(part))
+        frame = shown.get(face.frame)
+        if frame is None or abs(frame.t - face.t) > FRAME_TIME_TOLERANCE_S:
+            out.append(None)
+            continue
+        part = scored_crop(frame.rgb, face)
+        out.append(part if part.size else None)
     return out
 
 

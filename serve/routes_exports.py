@@ -32,6 +32,7 @@ from pydantic import AwareDatetime, Field
 from deepwatch.contracts import Part
 from serve.auth import require_scope
 from serve.context import ApiContext, ApiKey, context
+from serve.face_crops import cropper
 from storage.export import ExportError, ExportProgress, ExportRequest, ExportSummary, run_export
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ def _run(ctx: ApiContext, job_id: str, request: ExportRequest) -> None:
         JOBS.update(job_id, progress=Progress(done=step.done, total=step.total, bytes=step.bytes))
 
     try:
-        summary = run_export(ctx.settings, request, progress=progress, store=ctx.store())
+        summary = run_export(ctx.settings, request, progress=progress, store=ctx.store(),
+                             crop_faces=cropper(ctx.settings))
     except ExportError as exc:
         log.error("export %s failed: %s", job_id, exc)
         JOBS.update(job_id, status="failed", error=str(exc), finished_at=datetime.now(UTC))

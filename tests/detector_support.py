@@ -76,3 +76,26 @@ def face_scene(face: np.ndarray, *, size: tuple[int, int] = (640, 480), at: tupl
     x, y = at
     scene[y : y + side, x : x + side] = pasted
     return scene
+
+
+def frame_at(path: Path, t: float) -> np.ndarray:
+    """The frame shown at ``t`` seconds, decoded with PyAV on its own (not through the code under test)."""
+    import av
+
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if frame.time is not None and frame.time >= t - 1e-3:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"no frame at {t} s")
+
+
+def upright_cut(frame: np.ndarray, aligned: list[float]) -> np.ndarray:
+    """The square an aligned face was scored from, turned upright: the whole frame turned about the square's
+    centre (OpenCV's pixel centres sit half a pixel before the record's continuous coordinates), then cut."""
+    import cv2
+
+    x, y, side, roll = aligned
+    matrix = cv2.getRotationMatrix2D((x - 0.5, y - 0.5), -roll, 1.0)  # a positive roll leans the chin right
+    upright = cv2.warpAffine(frame, matrix, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    half = side / 2
+    return upright[round(y - half) : round(y + half), round(x - half) : round(x + half)]

@@ -13,8 +13,6 @@ import hashlib
 import io
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -27,18 +25,10 @@ from serve.detectors.base import Detector
 from serve.scoring import score_file
 from storage.index import open_index
 from storage.objects import open_object_store
-from tests.detector_support import face_image, face_scene, mesonet  # noqa: F401 (fixture)
+from tests.detector_support import face_image, face_scene, frame_at, mesonet, upright_cut  # noqa: F401 (fixture)
 from tests.index_support import T0
 
 KEY = "crops-key-" + "c" * 16
-
-
-def frame_at(path: Path, t: float) -> np.ndarray:
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            if frame.time is not None and frame.time >= t - 1e-3:
-                return frame.to_ndarray(format="rgb24")
-    raise AssertionError(f"no frame at {t} s")
 
 
 def record_of(path: Path, key: str, result) -> MediaRecord:  # type: ignore[no-untyped-def]
@@ -46,16 +36,6 @@ def record_of(path: Path, key: str, result) -> MediaRecord:  # type: ignore[no-u
     return MediaRecord(media_id=sha, kind="video", fingerprints=Fingerprints(sha256=sha), first_seen=T0, last_seen=T0,
                        face_scores=result.face_scores, verdict=result.verdict, score=result.score,
                        objects=StoredObjects(media=key))
-
-
-def upright_cut(frame: np.ndarray, aligned: list[float]) -> np.ndarray:
-    """The square an aligned face was scored from, turned upright: the whole frame turned about the square's
-    centre (OpenCV's pixel centres sit half a pixel before the record's continuous coordinates), then cut."""
-    x, y, side, roll = aligned
-    matrix = cv2.getRotationMatrix2D((x - 0.5, y - 0.5), -roll, 1.0)  # a positive roll leans the chin right
-    upright = cv2.warpAffine(frame, matrix, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    half = side / 2
-    return upright[round(y - half) : round(y + half), round(x - half) : round(x + half)]
 
 
 @pytest.mark.parametrize("align", [True, False])

@@ -173,6 +173,7 @@ def dataset_card(
     errors: int,
     created: datetime,
     layout: str,
+    faces: int | None = None,
 ) -> str:
     splits = Counter(r["split"] for r in rows)
     labels = Counter(r["label"] for r in rows)
@@ -191,6 +192,7 @@ def dataset_card(
     def counts(counter: Counter[str]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
 
+    face_line = "" if faces is None else f"\n- face crops: {faces} (see Files)"
     versions = "\n".join(f"- `{name}`: {', '.join(v)}" for name, v in sorted(detector_versions.items())) or "- none"
     body = f"""
 # deepwatch flagged deepfakes
@@ -204,7 +206,7 @@ exported on {created.strftime("%Y-%m-%d %H:%M:%S UTC")} in the `{export_format}`
 - splits: {counts(splits)}
 - labels: {counts(labels)}
 - kinds: {counts(kinds)}
-- selected but left out: {missing} whose media is no longer stored, {errors} that failed their checksum
+- selected but left out: {missing} whose media is no longer stored, {errors} that failed their checksum{face_line}
 
 ## Selection
 

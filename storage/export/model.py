@@ -61,6 +61,11 @@ class ExportRequest(Part):
     seed: Annotated[str, Field(max_length=200)] = Field("", description="another seed draws other (fixed) splits")
     shard_max_items: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     shard_max_bytes: Annotated[int, Field(ge=1)] = 1 << 30
+    faces: bool = Field(
+        False,
+        description="also write each scored face as the detectors read it (PNG under faces/, with faces.parquet, "
+        ".csv and .jsonl), decoding the media again",
+    )
 
     @field_validator("out")
     @classmethod
@@ -97,6 +102,14 @@ class MissingMedia(Part):
     ids: list[Sha256Hex] = Field(default_factory=list, description=f"the first {MAX_IDS_REPORTED}")
 
 
+class FacesSummary(Part):
+    crops: Annotated[int, Field(ge=0)] = Field(description="face files in the dataset")
+    written: Annotated[int, Field(ge=0)] = Field(description="face files written by this run")
+    kept: Annotated[int, Field(ge=0)] = Field(description="already there and intact from an earlier run")
+    left_out: Annotated[int, Field(ge=0)] = Field(description="scored faces whose frame or box is no longer there")
+    errors: list[ItemError] = Field(default_factory=list, description="media whose faces could not be cut, with why")
+
+
 class ExportSummary(Part):
     items: Annotated[int, Field(ge=0)] = Field(description="items in the dataset")
     bytes: Annotated[int, Field(ge=0)] = Field(description="media bytes in the dataset")
@@ -111,6 +124,7 @@ class ExportSummary(Part):
     missing: MissingMedia = Field(description="selected items whose media is no longer stored")
     errors: list[ItemError] = Field(default_factory=list, description="items left out, with why")
     files: list[str] = Field(description="manifests and card written, relative to out")
+    faces: FacesSummary | None = Field(None, description="with ``faces`` requested: the face crops")
     started_at: AwareDatetime
     seconds: float
 

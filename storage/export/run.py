@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from storage.errors import StorageError
+from storage.export.faces import FACES_DIR, CropFaces, FaceSource, export_faces, face_schema
 from storage.export.manifest import dataset_card, manifest_row, schema_for, to_csv, to_jsonl, to_parquet
 from storage.export.model import (
     MAX_IDS_REPORTED,
@@ -35,6 +36,7 @@ from storage.export.model import (
     ExportProgress,
     ExportRequest,
     ExportSummary,
+    FacesSummary,
     ItemError,
     MissingMedia,
 )
@@ -46,6 +48,7 @@ from storage.objects import ObjectStore, open_object_store
 from storage.splits import SPLIT_NAMES, assign_splits
 
 if TYPE_CHECKING:
+    from deepwatch.contracts import FaceScore
     from deepwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class _Item:
     size: int
     row: dict[str, Any]
     split: str = ""
+    faces: tuple[FaceScore, ...] = ()  # with faces requested: the record's scored faces
 
 
 @dataclass(slots=True)
@@ -98,10 +102,14 @@ def run_export(
     *,
     index: SearchIndex | None = None,
     store: ObjectStore | None = None,
+    crop_faces: CropFaces | None = None,
 ) -> ExportSummary:
     """Run one export to the end; raises ExportError when it cannot run at all. Items that cannot be
-    exported (media gone, checksum wrong) are reported in the summary, not raised."""
+    exported (media gone, checksum wrong) are reported in the summary, not raised. ``crop_faces`` cuts the
+    scored faces out of a media file (:mod:`storage.export.faces`); ``request.faces`` needs it."""
     started, clock = datetime.now(UTC), time.monotonic()
+    if request.faces and crop_faces is None:
+        raise ExportError("face crops were asked for, but this caller cannot decode media to cut them out")
     own_index = index is None
     try:
         if index is None:
@@ -109,7 +117,7 @@ def run_export(
         if store is None:
             store = open_object_store(settings)
         sink = open_sink(request.out, settings, store)
-        return _export(index, store, sink, request, progress, started, clock)
+        return _export(index, store, sink, request, progress, started, clock, crop_faces)
     except (SearchIndexError, StorageError) as exc:
         raise ExportError(str(exc)) from exc
     finally:
@@ -125,6 +133,7 @@ def _export(
     progress: Progress | None,
     started: datetime,
     clock: float,
+    crop_faces: CropFaces | None,
 ) -> ExportSummary:
     items, missing, links, versions = _collect(index, store, request)
     known = {i.media_id for i in items} | set(missing)
@@ -153,6 +162,9 @@ def _export(
     files.append(_put_small(sink, "metadata.parquet", to_parquet(rows, schema)))
     files.append(_put_small(sink, "metadata.csv", to_csv(rows, schema)))
     files.append(_put_small(sink, "metadata.jsonl", to_jsonl(rows, schema)))
+    faces: FacesSummary | None = None
+    if request.faces and crop_faces is not None:
+        faces = _write_faces(exported, store, sink, crop_faces, state, progress, files)
     card = dataset_card(
         rows=rows,
         data_files=_data_files(request.format, exported),
@@ -165,7 +177,8 @@ def _export(
         missing=len(missing),
         errors=len(tally.errors),
         created=started,
-        layout=_LAYOUTS[request.format],
+        layout=_LAYOUTS[request.format] + (_FACES_LAYOUT if faces is not None else ""),
+        faces=None if faces is None else faces.crops,
     )
     files.append(_put_small(sink, "README.md", card.encode()))
     state["finished_at"] = datetime.now(UTC).isoformat()
@@ -186,6 +199,7 @@ def _export(
         missing=MissingMedia(count=len(missing), ids=sorted(missing)[:MAX_IDS_REPORTED]),
         errors=tally.errors,
         files=files,
+        faces=faces,
         started_at=started,
         seconds=round(time.monotonic() - clock, 3),
     )
@@ -211,7 +225,8 @@ def _collect(
             versions[name].add(score.model_version)
         key, ext, size = located
         row = manifest_row(record, label=label_of(record), split="", cluster="", ext=ext, size=size)
-        items.append(_Item(record.media_id, record.kind, key, ext, size, row))
+        faces = tuple(record.face_scores) if request.faces else ()
+        items.append(_Item(record.media_id, record.kind, key, ext, size, row, faces=faces))
     return items, missing, links, versions
 
 
@@ -377,6 +392,50 @@ def _stage(store: ObjectStore, item: _Item, scratch: Path) -> Path:
     return target
 
 
+# --- face crops -----------------------------------------------------------------------------------
+
+
+def _write_faces(
+    exported: list[_Item],
+    store: ObjectStore,
+    sink: Sink,
+    crop_faces: CropFaces,
+    state: dict[str, Any],
+    progress: Progress | None,
+    files: list[str],
+) -> FacesSummary:
+    """The exported items' face crops and their manifests (appended to ``files``)."""
+    by_id = {i.media_id: i for i in exported}
+    sources = [FaceSource(i.media_id, i.split, i.row["cluster"], i.row["label"], i.faces) for i in exported if i.faces]
+    rows, summary = export_faces(
+        sources,
+        lambda media_id, scratch: _stage(store, by_id[media_id], scratch),
+        crop_faces,
+        sink,
+        state,
+        progress,
+        save=lambda: _save_state(sink, state),
+    )
+    files += _face_manifests(sink, rows)
+    return summary
+
+
+def _face_manifests(sink: Sink, rows: list[dict[str, Any]]) -> list[str]:
+    """``faces.*`` at the top (``file_name`` from there) and a ``metadata.parquet`` in each split's folder
+    (``file_name`` from that folder, as Hugging Face's imagefolder reads it)."""
+    schema = face_schema(rows)
+    files = []
+    by_split: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_split[row["split"]].append({**row, "file_name": row["file_name"].rpartition("/")[2]})
+    for split, local in sorted(by_split.items()):
+        files.append(_put_small(sink, f"{FACES_DIR}/{split}/metadata.parquet", to_parquet(local, schema)))
+    files.append(_put_small(sink, f"{FACES_DIR}.parquet", to_parquet(rows, schema)))
+    files.append(_put_small(sink, f"{FACES_DIR}.csv", to_csv(rows, schema)))
+    files.append(_put_small(sink, f"{FACES_DIR}.jsonl", to_jsonl(rows, schema)))
+    return files
+
+
 # --- small files, state ---------------------------------------------------------------------------
 
 
@@ -453,3 +512,16 @@ _LAYOUTS = {
         "(`bytes`, `path`), the way Hugging Face stores images and videos in Parquet."
     ),
 }
+
+_FACES_LAYOUT = (
+    "\n\nFace crops (`faces/`, in every format): each face the detectors scored, as the PNG of the pixels they\n"
+    "read (the face's square, turned upright when it was aligned by its landmarks, before each detector's\n"
+    "resize), at `faces/<split>/<media_id>-<nnn>.png`; `nnn` is the face's place in the record's\n"
+    "`face_scores`. `faces.parquet`, `faces.csv` and `faces.jsonl` list them with `file_name` from the top\n"
+    "folder; `faces/<split>/metadata.parquet` from its own folder, so `load_dataset(\"<this folder>/faces\")`\n"
+    "loads them as an `imagefolder`. Columns: `media_id`, `split`, `cluster`, `label` (all the media's),\n"
+    "`face`, `t` and `frame` (when, and which sampled frame), `box` (x, y, w, h in that frame's pixels),\n"
+    "`aligned` (centre x, y, side and roll in degrees of the square, for an aligned face), `width`, `height`,\n"
+    "`score` (the face's ensemble P(fake)) and `p_fake_<detector>` for the face. A fake clip's label is every\n"
+    "one of its faces' label, although a swap may have touched only some of them: the per-face scores tell."
+)

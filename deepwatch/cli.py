@@ -632,7 +632,11 @@ def detectors_sanity(as_json: JsonOpt = False, config: ConfigOpt = None, data_di
 @detectors_app.command("evaluate")
 def detectors_evaluate(
     folder: Annotated[
-        Path, typer.Argument(help="a labelled set: metadata.jsonl as `export` writes it, or real/ and fake/")
+        Path,
+        typer.Argument(
+            help="a labelled set: a folder with metadata.jsonl as `export` writes it, or with real/ and fake/; "
+            "or such a manifest itself (an export's faces.jsonl, with --aligned)"
+        ),
     ],
     detectors: DetectorsOpt = None,
     aligned: AlignedOpt = False,

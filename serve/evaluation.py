@@ -4,7 +4,8 @@ its real media (DeepSafe's promise: researchers compare their detectors with the
 A labelled set is a folder holding either
 
 - ``metadata.jsonl`` as ``deepwatch export`` writes it (``file_name``, ``label``: fake, real or unsure; unsure
-  items are left out), so that an exported dataset of reviewed media can be scored again as it is; or
+  items are left out), so that an exported dataset of reviewed media can be scored again as it is (or such a
+  manifest named itself: an export's ``faces.jsonl``, its face crops, to score with ``--aligned``); or
 - one sub-folder per label: ``real/`` for real media, any other (``fake/``, ``df/``, ``f2f/``, ...) for fakes,
   the folder's name kept as the item's subset (the MesoNet test faces are laid out so).
 
@@ -48,7 +49,10 @@ class ItemResult:
     error: str | None = None  # the media error that kept the item from being scored
 
     def to_json(self, root: Path) -> dict[str, Any]:
-        return {"file": self.item.path.relative_to(root.resolve()).as_posix(), "fake": self.item.fake,
+        """``root``: the set as it was given, a folder or its manifest."""
+        base = root.resolve()
+        base = base.parent if base.is_file() else base
+        return {"file": self.item.path.relative_to(base).as_posix(), "fake": self.item.fake,
                 "subset": self.item.subset, "verdict": self.verdict, "p_fake": self.p_fake, "error": self.error}
 
 
@@ -75,11 +79,15 @@ class Summary:
 
 
 def labelled_items(folder: Path) -> list[LabelledItem]:
-    """The items of a labelled set (see the module's docstring), sorted by path."""
+    """The items of a labelled set (see the module's docstring), sorted by path; ``folder`` may also be a
+    ``.jsonl`` manifest, whose ``file_name`` are relative to its own folder."""
     folder = Path(folder).resolve()
-    if not folder.is_dir():
-        raise LabelledSetError(f"{folder} is not a folder")
-    manifest = folder / "metadata.jsonl"
+    if folder.is_file() and folder.suffix == ".jsonl":
+        folder, manifest = folder.parent, folder
+    elif not folder.is_dir():
+        raise LabelledSetError(f"{folder} is neither a folder nor a .jsonl manifest")
+    else:
+        manifest = folder / "metadata.jsonl"
     items = _from_manifest(folder, manifest) if manifest.is_file() else _from_folders(folder)
     if not items:
         raise LabelledSetError(

@@ -65,6 +65,9 @@ def test_a_set_is_an_export_manifest_or_label_folders(tmp_path: Path) -> None:
     (exported / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = labelled_items(exported)
     assert [(i.path.name, i.fake) for i in items] == [("a.jpg", True), ("b.jpg", False)]  # unsure is left out
+    (exported / "faces.jsonl").write_text(json.dumps({"file_name": "media/c.jpg", "label": "real"}) + "\n")
+    items = labelled_items(exported / "faces.jsonl")  # a manifest named itself: file names from its folder
+    assert [(i.path, i.fake) for i in items] == [((exported / "media" / "c.jpg").resolve(), False)]
 
     folders = tmp_path / "folders"
     picture(folders / "real" / "r.png")
@@ -124,4 +127,4 @@ def test_evaluate_compares_the_detectors_on_a_labelled_set(
     assert document["summaries"]["meso4_df"]["scored"] == 2
 
     code = runner.invoke(app, ["detectors", "evaluate", str(tmp_path / "nowhere"), "--json"])
-    assert code.exit_code == 2 and "is not a folder" in json.loads(code.stdout)["error"]
+    assert code.exit_code == 2 and "neither a folder nor a .jsonl manifest" in json.loads(code.stdout)["error"]

@@ -132,8 +132,8 @@ def test_the_weights_are_found_in_the_models_directory_and_checked(monkeypatch: 
 
 
 def test_an_alignment_survives_its_record() -> None:
-    where = Alignment((120.456, 80.0), 210.0, (math.sin(math.radians(-20)), math.cos(math.radians(-20))))
-    assert where.recorded() == (120.46, 80.0, 210.0, -20.0)
+    where = Alignment((120.4567891, 80.0), 210.0, (math.sin(math.radians(-20)), math.cos(math.radians(-20))))
+    assert where.recorded() == (120.456789, 80.0, 210.0, -20.0)
     back = Alignment.from_recorded(where.recorded())
-    assert back.centre == pytest.approx((120.46, 80.0)) and back.side == 210.0
+    assert back.centre == pytest.approx((120.456789, 80.0)) and back.side == 210.0
     assert back.down == pytest.approx(where.down) and back.roll_degrees == pytest.approx(-20.0)

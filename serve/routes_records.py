@@ -252,7 +252,8 @@ def media_face(media_id: MediaId, n: Annotated[int, Path(ge=0, le=MAX_FACE_SCORE
         raise HTTPException(404, f"the media of {media_id} cannot be decoded again: {exc}") from exc
     crop_jpeg = crops[n]
     if crop_jpeg is None:
-        raise HTTPException(404, f"face {n} of {media_id} lies outside its frame")
+        raise HTTPException(404, f"face {n} of {media_id} is not where it was scored: its frame is not sampled again "
+                                 "(the frames-per-video setting changed since) or its box lies outside it")
     return Response(crop_jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
 

@@ -11,6 +11,7 @@ Screenshots of every page go to test-artifacts/workbench/ (printed by the run).
 from __future__ import annotations
 
 import io
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from deepwatch.contracts import (
     UrlFailure,
 )
 from deepwatch.embedded.processes import free_port
-from deepwatch.settings import load_settings
+from deepwatch.settings import Settings, load_settings
 from serve import context as api_context
 from serve.api import build_api
 from serve.routes_workbench import content_security_policy, store_origin
@@ -82,10 +83,23 @@ def scored(rec: MediaRecord, score: float, verdict: str, **fields: object) -> Me
     return rec.model_copy(update={"detectors": detectors, "score": score, "verdict": verdict, **fields})
 
 
-def fixture_faces(times: list[float], boxes: list[list[int]]) -> list[FaceScore]:
-    """Per-face scores as fixture data: a spread of values, so that the list's order and the dots' heights differ."""
-    return [FaceScore(t=t, frame=i, box=box, scores={"mesonet": p, "mesoinception": round(p * 0.9, 3)}, score=p)
-            for i, (t, box) in enumerate(zip(times, boxes, strict=True)) for p in [round(0.2 + 0.75 * (i * 7 % 5) / 4, 3)]]
+def fixture_faces(frames: list[tuple[int, float]], boxes: list[list[int]]) -> list[FaceScore]:
+    """Per-face scores as fixture data, on the given (position, time) of sampled frames: a spread of values, so
+    that the list's order and the dots' heights differ."""
+    return [FaceScore(t=t, frame=n, box=box, scores={"mesonet": p, "mesoinception": round(p * 0.9, 3)}, score=p)
+            for i, ((n, t), box) in enumerate(zip(frames, boxes, strict=True))
+            for p in [round(0.2 + 0.75 * (i * 7 % 5) / 4, 3)]]
+
+
+def scored_frames(clip: Path, settings: Settings, times: list[float]) -> list[tuple[int, float]]:
+    """The frames scoring samples from ``clip`` (position, time) nearest to ``times``: where a record's faces are
+    (the media page cuts each face out of its frame, found again by position and time)."""
+    from serve.scoring import decode_media
+
+    with tempfile.TemporaryDirectory() as workdir:
+        _, frames = decode_media(clip, settings, Path(workdir))
+    nearest = [min(frames, key=lambda f: abs(f.t - t)) for t in times]
+    return [(f.index, round(f.t, 3)) for f in nearest]
 
 
 def clip_record(fp, sightings: list[Sighting], objects: StoredObjects) -> MediaRecord:  # type: ignore[no-untyped-def]
@@ -115,7 +129,8 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
                  title="Senator confesses everything", uploader="news-bot"),
         sighting("https://mirror.example/abc.mp4", first=T0 + timedelta(hours=2), platform="web", source="feed"),
     ], stored(fp.sha256, original, "mp4", "video/mp4", 0)), 0.93, "fake", timings={"fetch": 0.8, "score": 1.6},
-        face_scores=fixture_faces(fp.to_contract().face_times, fp.to_contract().face_boxes))
+        face_scores=fixture_faces(scored_frames(original, settings, fp.to_contract().face_times),
+                                  fp.to_contract().face_boxes))
     copy = scored(clip_record(copy_fp, [
         sighting("https://reup.example/v/1", count=2, platform="reddit", source="sub", title="reupload of the senator"),
     ], stored(copy_fp.sha256, None, "", "", 40)), 0.93, "fake", dedup="near", duplicate_of=fp.sha256,
@@ -142,7 +157,7 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
         verdict = verdicts[i % len(verdicts)]
         score = {"real": 0.05 + i / 200, "uncertain": 0.5, "no_face": 0.0, "fake": 0.8 + i / 200}[verdict]
         objects = stored(rid, thumbnail_jpeg(i * 9) if image else None, "jpg", "image/jpeg", i * 9)
-        faces = fixture_faces([0.0], [[40, 20, 60, 60]]) if i == 0 else []  # an image kept whole: its face is drawn
+        faces = fixture_faces([(0, 0.0)], [[40, 20, 60, 60]]) if i == 0 else []  # an image kept whole: its face is drawn
         fillers.append(scored(rec, round(score, 3), verdict, objects=objects, timings={"fetch": 0.1 + i / 100},
                               face_scores=faces))
     index = open_index(settings)
@@ -328,6 +343,8 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     expect(page.locator("#face-scores img.face")).to_have_count(len(faces))
     page.wait_for_function("() => [...document.querySelectorAll('#face-scores img.face')]"
                            ".every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)")
+    # counted again once all have loaded: a crop the API refuses is removed, which the first count can precede
+    assert page.locator("#face-scores img.face").count() == len(faces)
     similar = page.locator("#similar li")
     expect(similar).to_have_count(1)
     expect(similar).to_contain_text("reupload of the senator")

@@ -63,7 +63,7 @@ class Part(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def replaced(self, **changes: Any) -> Self:
+    def copied_with(self, **changes: Any) -> Self:
         """``model_copy(update=changes)``: the same shallow, unvalidated copy, without the generic
         ``copy.copy`` of four attributes that made it cost twice as much. The stream's hit path makes
         three of these per repost of a known URL (its sighting, the merged sighting, the record). Parts

@@ -58,7 +58,7 @@ def merge_sighting(old: Sighting, new: Sighting, *, add_counts: bool) -> Sightin
 def _combined(old: Sighting, new: Sighting, *, add_counts: bool) -> Sighting:
     count = old.count + new.count if add_counts else max(old.count, new.count)
     # The first report of a URL names where it was found; later ones only refresh the hints.
-    return old.replaced(
+    return old.copied_with(
         first_seen=min(old.first_seen, new.first_seen),
         last_seen=max(old.last_seen, new.last_seen),
         count=count,
@@ -139,14 +139,14 @@ def add_sightings(record: MediaRecord, sightings: Iterable[Sighting]) -> MediaRe
     """:func:`add_sighting` for each of ``sightings`` in order; ``record`` itself when every one was
     a redelivery.
 
-    Built with ``replaced`` (a cheaper ``model_copy``), not validated again: the only rules these fields
+    Built with ``copied_with`` (a cheaper ``model_copy``), not validated again: the only rules these fields
     take part in (one sighting per canonical URL, ``first_seen <= last_seen``) hold by construction, and
     this is the stream's hottest path (every repost of a known URL)."""
     counted = count_sightings(record.sightings, record.first_seen, record.last_seen, sightings)
     if counted is None:
         return record
     known, first, last = counted
-    return record.replaced(sightings=known, first_seen=first, last_seen=last)
+    return record.copied_with(sightings=known, first_seen=first, last_seen=last)
 
 
 def count_sightings(

@@ -117,17 +117,17 @@ def test_media_record_round_trips() -> None:
     assert parse(MediaRecord, with_faces.to_json()) == with_faces
 
 
-def test_replaced_is_model_copy() -> None:
+def test_copied_with_is_model_copy() -> None:
     """The hit path's cheap copy makes what pydantic's ``model_copy(update=...)`` makes, and leaves the
     original alone."""
     rec = parse(MediaRecord, record())
     later = T0 + timedelta(hours=5)
     sighting = rec.sightings[0]
-    cheap = sighting.replaced(count=4, last_seen=later)
+    cheap = sighting.copied_with(count=4, last_seen=later)
     assert cheap == sighting.model_copy(update={"count": 4, "last_seen": later})
     assert cheap.model_fields_set == sighting.model_copy(update={"count": 4, "last_seen": later}).model_fields_set
     assert sighting.count == 3 and cheap.count == 4
-    moved = rec.replaced(sightings=[cheap], last_seen=later)
+    moved = rec.copied_with(sightings=[cheap], last_seen=later)
     assert moved.model_dump_json(exclude_unset=True) == rec.model_copy(
         update={"sightings": [cheap], "last_seen": later}).model_dump_json(exclude_unset=True)
     assert parse(MediaRecord, moved.to_json()) == moved and rec.last_seen == T0 + timedelta(hours=1)

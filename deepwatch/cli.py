@@ -675,6 +675,68 @@ def detectors_evaluate(
             out.print(f"  [red]error[/red] {r.item.path}: {r.error}", highlight=False)
 
 
+@detectors_app.command("calibrate")
+def detectors_calibrate(
+    platform: ListOpt = None,
+    source: ListOpt = None,
+    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
+    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    min_per_class: Annotated[
+        int, typer.Option(min=2, help="reviewed fakes and reals each before a detector is fitted")
+    ] = 10,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """How each detector's recorded scores agree with moderators' reviews (fake or real), and the Platt
+    parameters for the ensemble (DEEPWATCH_ENSEMBLE_PLATT) fitted on them; nothing is scored again."""
+    from serve.calibration import calibrate, reviewed_evidence
+    from storage.index import SearchIndexError, iter_search, open_index
+    from storage.query_args import build_query
+
+    settings = settings_for(config, data_dir, as_json)
+    try:
+        query = build_query(platform=platform, source=source, kind=kind, review=["fake", "real"], since=since,
+                            until=until, sort="oldest")
+    except ContractError as exc:
+        fail(str(exc), 2, as_json, fields=exc.fields)
+    try:
+        index = open_index(settings)
+        try:
+            evidence = reviewed_evidence(iter_search(index, query))
+        finally:
+            index.close()
+    except SearchIndexError as exc:
+        fail(str(exc), 1, as_json)
+    found = calibrate(evidence, settings.ensemble_weights, min_per_class)
+    setting = json.dumps({name: list(ab) for name, ab in found.platt.items()}, separators=(",", ":"))
+    if as_json:
+        emit_json({
+            "reviewed": found.reviewed,
+            "summaries": {s.name: s.to_json() for s in found.before},
+            "platt": {name: list(ab) for name, ab in found.platt.items()},
+            "skipped": found.skipped,
+            "ensemble_after": None if found.after is None else found.after.to_json(),
+            "setting": f"DEEPWATCH_ENSEMBLE_PLATT='{setting}'" if found.platt else None,
+        })
+        return
+    out = Console()
+    out.print(f"{found.reviewed} reviewed records (fake or real) with detector scores", highlight=False)
+    for s in found.before:
+        auc = "-" if s.auc is None else f"{s.auc:.3f}"
+        accuracy = "-" if s.accuracy is None else f"{s.accuracy:.3f}"
+        fitted = found.platt.get(s.name)
+        out.print(f"  {s.name}: AUC {auc}, accuracy {accuracy} ({s.fakes} fake, {s.reals} real)"
+                  + (f", Platt a={fitted[0]:.4f} b={fitted[1]:.4f}" if fitted else ""), highlight=False)
+    for name, why in found.skipped.items():
+        out.print(f"  [yellow]not fitted[/yellow] {name}: {why}", highlight=False)
+    if found.after is not None and found.after.accuracy is not None:
+        out.print(f"the ensemble with these parameters, on the same records: accuracy {found.after.accuracy:.3f}",
+                  highlight=False)
+        out.print(f"to use them: DEEPWATCH_ENSEMBLE_PLATT='{setting}'", highlight=False, soft_wrap=True)  # copyable
+
+
 @models_app.command("pull")
 def models_pull(as_json: JsonOpt = False, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Fetch detector weights, and the face landmark network's when faces are aligned, into the models directory."""

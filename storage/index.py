@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from storage.hamming import HASH64, HASH256, HashSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Review, Sighting, Verdict
     from deepwatch.settings import Settings
@@ -162,6 +162,19 @@ def open_index(settings: Settings, *, long_lived: bool = False) -> SearchIndex:
 
         return ElasticsearchIndex.from_settings(settings)
     raise ValueError(f"unknown index backend {settings.index_backend!r}")
+
+
+def iter_search(index: SearchIndex, query: SearchQuery) -> Iterator[MediaRecord]:
+    """Every record ``query`` matches, a full page at a time by cursor (its own limit and cursor are ignored)."""
+    from storage.query import MAX_LIMIT
+
+    page_query = query.model_copy(update={"limit": MAX_LIMIT, "cursor": None})
+    while True:
+        page = index.search(page_query)
+        yield from page.items
+        if not page.next:
+            return
+        page_query = page_query.model_copy(update={"cursor": page.next})
 
 
 def similar_records(index: SearchIndex, record: MediaRecord, radius: dict[str, int] | None = None) -> list[dict]:

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 from deepwatch.contracts import MediaRecord
 from storage.errors import InvalidKey, NotFound
-from storage.index import SearchIndex
+from storage.index import SearchIndex, iter_search
 from storage.keys import FLAGGED_PREFIX, MEDIA_PREFIX, check_extension, validate_key
 from storage.objects import ObjectStore
-from storage.query import MAX_LIMIT, SearchQuery
+from storage.query import SearchQuery
 
 # Following links to records outside the selection (to join clusters through them) stops here.
 MAX_LINK_LOOKUPS = 100_000
@@ -40,7 +40,7 @@ def routes(query: SearchQuery) -> list[SearchQuery]:
     "verdict fake OR reviewed fake" is not one SearchQuery (its filters AND together), so two
     narrowed queries run and their results are merged; a route the user's own filter rules out
     is dropped."""
-    base = {"sort": "oldest", "limit": MAX_LIMIT, "cursor": None}
+    base = {"sort": "oldest"}
     found = []
     if not query.verdict or "fake" in query.verdict:
         found.append(query.model_copy(update={**base, "verdict": ["fake"]}))
@@ -53,16 +53,10 @@ def iter_selected(index: SearchIndex, query: SearchQuery, include_reviewed_real:
     """Each selected record once, paging through the index by cursor."""
     seen: set[str] = set()
     for route in routes(query):
-        page_query = route
-        while True:
-            page = index.search(page_query)
-            for record in page.items:
-                if record.media_id not in seen and selected(record, include_reviewed_real):
-                    seen.add(record.media_id)
-                    yield record
-            if not page.next:
-                break
-            page_query = route.model_copy(update={"cursor": page.next})
+        for record in iter_search(index, route):
+            if record.media_id not in seen and selected(record, include_reviewed_real):
+                seen.add(record.media_id)
+                yield record
 
 
 def record_links(record: MediaRecord) -> list[tuple[str, str | None]]:

@@ -1,0 +1,140 @@
+"""`deepwatch detectors calibrate`: how each detector's scores agree with the moderators' reviews, and the Platt
+parameters (``ensemble_platt``) that turn its scores into probabilities on that evidence.
+
+A reviewed record keeps what each detector said when its media was scored (``detectors[name].p_fake``) beside
+the moderator's label (fake or real; unsure says nothing), so nothing is decoded or scored again: the index is
+the evidence. The ensemble applies ``sigmoid(a * logit(p) + b)`` to each detector's P(fake) before averaging the
+logits (``serve.ensemble.ensemble_score``); fitting ``(a, b)`` is a one-feature logistic regression of the label
+on ``logit(p)``, done as Platt did, with his smoothed targets so that a perfectly separated sample does not
+drive ``a`` to infinity. All of it is pure, apart from reading the records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from deepwatch.contracts import MediaRecord
+from serve.ensemble import ensemble_score
+from serve.evaluation import ENSEMBLE, Summary, summarize
+
+MIN_PER_CLASS = 10  # reviewed fakes and reals each, before a detector's parameters are fitted
+P_CLIP = 1e-6  # P(fake) is clipped this far from 0 and 1 before its logit
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """One reviewed record's evidence: the moderator's label and what the detectors had said."""
+
+    media_id: str
+    fake: bool
+    p_fake: dict[str, float]  # per detector
+    score: float | None  # the ensemble's, as recorded
+
+
+def reviewed_evidence(records: Iterable[MediaRecord]) -> list[Reviewed]:
+    """The records a moderator labelled fake or real and some detector scored."""
+    evidence = []
+    for record in records:
+        if record.review is None or record.review.label not in ("fake", "real") or not record.detectors:
+            continue
+        p_fake = {name: s.p_fake for name, s in record.detectors.items()}
+        evidence.append(Reviewed(record.media_id, record.review.label == "fake", p_fake, record.score))
+    return evidence
+
+
+def logit(p: float) -> float:
+    p = min(max(p, P_CLIP), 1 - P_CLIP)
+    return math.log(p / (1 - p))
+
+
+def fit_platt(p_fake: Sequence[float], fake: Sequence[bool], iterations: int = 100) -> tuple[float, float]:
+    """``(a, b)`` maximising the likelihood of ``fake`` under ``sigmoid(a * logit(p) + b)``, with Platt's targets
+    (``(n+ + 1) / (n+ + 2)`` for fakes, ``1 / (n- + 2)`` for reals). Newton's method with a halving step, as in
+    Lin, Lin and Weng's note on Platt's algorithm; needs at least one of each class."""
+    n_fake = sum(1 for f in fake if f)
+    n_real = len(fake) - n_fake
+    if n_fake == 0 or n_real == 0:
+        raise ValueError("Platt scaling needs both fakes and reals")
+    x = [logit(p) for p in p_fake]
+    hi, lo = (n_fake + 1) / (n_fake + 2), 1 / (n_real + 2)
+    t = [hi if f else lo for f in fake]
+
+    def loss(a: float, b: float) -> float:
+        total = 0.0
+        for xi, ti in zip(x, t, strict=True):
+            z = a * xi + b  # -[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], written so that exp never overflows
+            total += (1 - ti) * z + math.log1p(math.exp(-z)) if z >= 0 else -ti * z + math.log1p(math.exp(z))
+        return total
+
+    a, b = 1.0, 0.0  # the identity: where the ensemble starts
+    current = loss(a, b)
+    for _ in range(iterations):
+        g_a = g_b = h_aa = h_ab = h_bb = 0.0
+        for xi, ti in zip(x, t, strict=True):
+            p = _sigmoid(a * xi + b)
+            d = p - ti
+            w = max(p * (1 - p), 1e-12)
+            g_a += d * xi
+            g_b += d
+            h_aa += w * xi * xi
+            h_ab += w * xi
+            h_bb += w
+        h_aa += 1e-12  # keeps the matrix invertible when every logit is the same
+        h_bb += 1e-12
+        det = h_aa * h_bb - h_ab * h_ab
+        step_a = (h_bb * g_a - h_ab * g_b) / det
+        step_b = (h_aa * g_b - h_ab * g_a) / det
+        if abs(step_a) < 1e-9 and abs(step_b) < 1e-9:
+            break
+        slope = -(g_a * step_a + g_b * step_b)  # of the loss along the Newton direction: negative
+        scale = 1.0
+        while True:
+            trial = loss(a - scale * step_a, b - scale * step_b)
+            if trial < current + 1e-4 * scale * slope:
+                break
+            scale /= 2
+            if scale < 1e-10:  # no step lowers the loss: this is the minimum, to float precision
+                return a, b
+        a, b, current = a - scale * step_a, b - scale * step_b, trial
+    return a, b
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+@dataclass
+class Calibration:
+    reviewed: int  # records with a fake or real review and detector scores
+    before: list[Summary]  # each detector's stored scores against the reviews, then the recorded ensemble
+    platt: dict[str, tuple[float, float]]  # fitted, for detectors with enough of both classes
+    skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it was not fitted
+    after: Summary | None = None  # the ensemble again from the stored scores with ``platt`` (same records)
+
+
+def calibrate(
+    evidence: Sequence[Reviewed], weights: Mapping[str, float] | None = None, min_per_class: int = MIN_PER_CLASS
+) -> Calibration:
+    """Each detector's agreement with the reviews, its fitted Platt parameters where both classes have at
+    least ``min_per_class`` records, and what the ensemble (with ``weights``) would then have said."""
+    names = sorted({name for item in evidence for name in item.p_fake})
+    before = [summarize(n, [(e.p_fake[n], e.fake) for e in evidence if n in e.p_fake]) for n in names]
+    before.append(summarize(ENSEMBLE, [(e.score, e.fake) for e in evidence if e.score is not None]))
+    platt: dict[str, tuple[float, float]] = {}
+    skipped: dict[str, str] = {}
+    for summary in before[:-1]:
+        if min(summary.fakes, summary.reals) < min_per_class:
+            skipped[summary.name] = (
+                f"{summary.fakes} reviewed fakes and {summary.reals} reals: fewer than {min_per_class} of one"
+            )
+            continue
+        pairs = [(e.p_fake[summary.name], e.fake) for e in evidence if summary.name in e.p_fake]
+        a, b = fit_platt([p for p, _ in pairs], [f for _, f in pairs])
+        platt[summary.name] = (round(a, 6), round(b, 6))
+    after = None
+    if platt:
+        rescored = [(ensemble_score(e.p_fake, platt, weights), e.fake) for e in evidence]
+        after = summarize(ENSEMBLE, [(s, f) for s, f in rescored if s is not None])
+    return Calibration(len(evidence), before, platt, skipped, after)

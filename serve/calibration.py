@@ -34,14 +34,21 @@ class Reviewed:
 
 
 def reviewed_evidence(records: Iterable[MediaRecord]) -> list[Reviewed]:
-    """The records a moderator labelled fake or real and some detector scored."""
-    evidence = []
+    """The records a moderator labelled fake or real and some detector scored, one per scoring: a near
+    duplicate carries its original's scores (``duplicate_of``), so the two are one piece of evidence, under the
+    original's review when both were reviewed."""
+    chosen: dict[str, MediaRecord] = {}
     for record in records:
         if record.review is None or record.review.label not in ("fake", "real") or not record.detectors:
             continue
-        p_fake = {name: s.p_fake for name, s in record.detectors.items()}
-        evidence.append(Reviewed(record.media_id, record.review.label == "fake", p_fake, record.score))
-    return evidence
+        scoring = record.duplicate_of or record.media_id
+        if scoring not in chosen or record.media_id == scoring:
+            chosen[scoring] = record
+    return [
+        Reviewed(r.media_id, r.review.label == "fake", {n: s.p_fake for n, s in r.detectors.items()}, r.score)
+        for r in chosen.values()
+        if r.review is not None
+    ]
 
 
 def logit(p: float) -> float:

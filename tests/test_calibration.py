@@ -85,9 +85,22 @@ def test_only_fake_or_real_reviews_with_scores_are_evidence() -> None:
         record(3, detectors={"d": 0.5}, review=reviewed("unsure")),
         record(4, detectors={"d": 0.5}),
         record(5, review=reviewed("fake")),  # never scored
+        # a near duplicate of 1, its scores copied: the same evidence as 1, whose own review stands
+        record(6, detectors={"d": 0.9}, review=reviewed("real"), score=0.9, dedup="near",
+               duplicate_of=record(1).media_id),
+        # a near duplicate of an original nobody reviewed: its review is the evidence for those scores
+        record(7, detectors={"d": 0.7}, review=reviewed("fake"), score=0.7, dedup="near",
+               duplicate_of=record(8).media_id),
+        record(8, detectors={"d": 0.7}, score=0.7),
     ]
     evidence = reviewed_evidence(records)
-    assert [(e.fake, e.p_fake, e.score) for e in evidence] == [(True, {"d": 0.9}, 0.9), (False, {"d": 0.2}, 0.2)]
+    assert [(e.media_id, e.fake, e.p_fake, e.score) for e in evidence] == [
+        (record(1).media_id, True, {"d": 0.9}, 0.9),
+        (record(2).media_id, False, {"d": 0.2}, 0.2),
+        (record(7).media_id, True, {"d": 0.7}, 0.7),
+    ]
+    backwards = reviewed_evidence(reversed(records))  # the order they are read in changes nothing
+    assert sorted((e.media_id, e.fake) for e in backwards) == sorted((e.media_id, e.fake) for e in evidence)
 
 
 def test_cli_calibrate_reads_the_reviews_in_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,7 +28,7 @@ from deepwatch.settings import Settings, load_settings
 from serve.detectors.base import Detector
 from serve.face_crops import cropper
 from serve.scoring import score_file
-from storage.export import ExportError, ExportRequest, run_export
+from storage.export import ExportError, ExportProgress, ExportRequest, run_export
 from storage.index import open_index
 from storage.objects import open_object_store
 from tests.detector_support import face_image, face_scene, frame_at, mesonet, upright_cut  # noqa: F401 (fixture)
@@ -115,9 +115,12 @@ def test_each_scored_face_is_exported_as_the_pixels_scored(seeded: Seeded, tmp_p
     out = tmp_path / "out"
     request = ExportRequest(out=str(out), faces=True)
     crop = CountingCropper(seeded.settings)
-    summary = run_export(seeded.settings, request, crop_faces=crop)
+    events: list[ExportProgress] = []
+    summary = run_export(seeded.settings, request, crop_faces=crop, progress=events.append)
 
     assert summary.items == 3  # the media of all three, the undecodable one included
+    cutting = [(e.done, e.total, e.bytes) for e in events if e.action == "faces"]
+    assert cutting == [(1, 2, summary.bytes), (2, 2, summary.bytes)]  # the two media with faces
     faces = summary.faces
     assert faces is not None
     assert (faces.crops, faces.written, faces.kept, faces.left_out) == (len(seeded.faces), len(seeded.faces), 0, 0)

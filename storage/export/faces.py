@@ -136,10 +136,12 @@ def export_faces(
     state: dict[str, Any],
     progress: Callable[[ExportProgress], None] | None = None,
     save: Callable[[], None] | None = None,
+    media_bytes: int = 0,
 ) -> tuple[list[dict[str, Any]], FacesSummary]:
     """Write each source's face crops; returns their manifest rows and what was done. ``stage(media_id,
     scratch)`` puts the media's checked bytes in a local file; ``save`` writes ``state`` (now and then, so
-    that a crashed run's successor decodes again only what was not finished). A media that cannot be fetched
+    that a crashed run's successor decodes again only what was not finished); progress reports count media
+    with faces, beside the ``media_bytes`` the export holds. A media that cannot be fetched
     or decoded is reported in the summary's errors and adds no face; the media itself stays in the dataset."""
     done_before: dict[str, Any] = state.setdefault(STATE_KEY, {})
     rows: list[dict[str, Any]] = []
@@ -157,7 +159,7 @@ def export_faces(
                 log.error("export: the faces of %s left out: %s", source.media_id, exc)
                 tally.errors.append(ItemError(media_id=source.media_id, error=str(exc)))
         if progress is not None:
-            progress(ExportProgress(done, len(sources), 0, source.media_id, "faces"))
+            progress(ExportProgress(done, len(sources), media_bytes, source.media_id, "faces"))
         if save is not None and done % SAVE_EVERY == 0:
             save()
     summary = FacesSummary(

@@ -164,7 +164,7 @@ def _export(
     files.append(_put_small(sink, "metadata.jsonl", to_jsonl(rows, schema)))
     faces: FacesSummary | None = None
     if request.faces and crop_faces is not None:
-        faces = _write_faces(exported, store, sink, crop_faces, state, progress, files)
+        faces = _write_faces(exported, store, sink, crop_faces, state, progress, files, tally.bytes)
     card = dataset_card(
         rows=rows,
         data_files=_data_files(request.format, exported),
@@ -403,6 +403,7 @@ def _write_faces(
     state: dict[str, Any],
     progress: Progress | None,
     files: list[str],
+    media_bytes: int,
 ) -> FacesSummary:
     """The exported items' face crops and their manifests (appended to ``files``)."""
     by_id = {i.media_id: i for i in exported}
@@ -415,6 +416,7 @@ def _write_faces(
         state,
         progress,
         save=lambda: _save_state(sink, state),
+        media_bytes=media_bytes,
     )
     files += _face_manifests(sink, rows)
     return summary

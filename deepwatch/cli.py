@@ -710,16 +710,8 @@ def detectors_calibrate(
     except SearchIndexError as exc:
         fail(str(exc), 1, as_json)
     found = calibrate(evidence, settings.ensemble_weights, min_per_class)
-    setting = json.dumps({name: list(ab) for name, ab in found.platt.items()}, separators=(",", ":"))
     if as_json:
-        emit_json({
-            "reviewed": found.reviewed,
-            "summaries": {s.name: s.to_json() for s in found.before},
-            "platt": {name: list(ab) for name, ab in found.platt.items()},
-            "skipped": found.skipped,
-            "ensemble_after": None if found.after is None else found.after.to_json(),
-            "setting": f"DEEPWATCH_ENSEMBLE_PLATT='{setting}'" if found.platt else None,
-        })
+        emit_json(found.to_json())
         return
     out = Console()
     out.print(f"{found.reviewed} reviewed records (fake or real) with detector scores", highlight=False)
@@ -734,7 +726,7 @@ def detectors_calibrate(
     if found.after is not None and found.after.accuracy is not None:
         out.print(f"the ensemble with these parameters, on the same records: accuracy {found.after.accuracy:.3f}",
                   highlight=False)
-        out.print(f"to use them: DEEPWATCH_ENSEMBLE_PLATT='{setting}'", highlight=False, soft_wrap=True)  # copyable
+        out.print(f"to use them: {found.setting}", highlight=False, soft_wrap=True)  # one line, to copy
 
 
 @models_app.command("pull")

@@ -11,9 +11,11 @@ drive ``a`` to infinity. All of it is pure, apart from reading the records.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from deepwatch.contracts import MediaRecord
 from serve.ensemble import ensemble_score
@@ -119,6 +121,24 @@ class Calibration:
     platt: dict[str, tuple[float, float]]  # fitted, for detectors with enough of both classes
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it was not fitted
     after: Summary | None = None  # the ensemble again from the stored scores with ``platt`` (same records)
+
+    @property
+    def setting(self) -> str | None:
+        """The fitted parameters as the environment setting the ensemble reads; None when none was fitted."""
+        if not self.platt:
+            return None
+        value = json.dumps({name: list(ab) for name, ab in self.platt.items()}, separators=(",", ":"))
+        return f"DEEPWATCH_ENSEMBLE_PLATT='{value}'"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reviewed": self.reviewed,
+            "summaries": {s.name: s.to_json() for s in self.before},
+            "platt": {name: list(ab) for name, ab in self.platt.items()},
+            "skipped": self.skipped,
+            "ensemble_after": None if self.after is None else self.after.to_json(),
+            "setting": self.setting,
+        }
 
 
 def calibrate(

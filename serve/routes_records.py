@@ -321,6 +321,26 @@ def media_reviews(media_id: MediaId, ctx: Ctx) -> list[ReviewEvent]:
     return index_call(lambda: ctx.index().review_history(media_id))
 
 
+@router.get("/detectors/agreement", dependencies=read)
+def detectors_agreement(
+    given: Filters,
+    ctx: Ctx,
+    min_per_class: Annotated[int, Query(ge=2, le=100_000, description="reviewed fakes and reals each to fit")] = 10,
+) -> dict[str, Any]:
+    """How each detector's recorded scores agree with moderators' fake/real reviews (ROC AUC, accuracy at 0.5,
+    mean P(fake) per label), and the Platt parameters fitted on them (what `deepwatch detectors calibrate`
+    prints); the filters narrow the records, whose review is always fake or real."""
+    from serve.calibration import calibrate, reviewed_evidence
+    from storage.index import iter_search
+
+    try:
+        query = build_query(**{**given, "review": ["fake", "real"]}, sort="oldest")
+    except ContractError as exc:
+        raise invalid_query(exc) from None
+    evidence = index_call(lambda: reviewed_evidence(iter_search(ctx.index(), query)))
+    return calibrate(evidence, ctx.settings.ensemble_weights, min_per_class).to_json()
+
+
 @router.get("/detectors", dependencies=read)
 def detectors(ctx: Ctx) -> dict[str, Any]:
     """The registered detectors: name, version, licence, source, modality, input size, weights."""

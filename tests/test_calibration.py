@@ -13,11 +13,13 @@ from typer.testing import CliRunner
 
 from deepwatch.cli import app
 from deepwatch.contracts import Review
-from deepwatch.settings import load_settings
+from deepwatch.settings import Settings, load_settings
 from serve.calibration import Reviewed, calibrate, fit_platt, reviewed_evidence
 from serve.ensemble import ensemble_score
 from storage.index import open_index
 from tests.index_support import T0, record, sighting
+
+API_KEY = "calibrate-key-" + "k" * 16
 
 
 def smoothed_gradient(a: float, b: float, p: list[float], fake: list[bool]) -> tuple[float, float]:
@@ -103,8 +105,11 @@ def test_only_fake_or_real_reviews_with_scores_are_evidence() -> None:
     assert sorted((e.media_id, e.fake) for e in backwards) == sorted((e.media_id, e.fake) for e in evidence)
 
 
-def test_cli_calibrate_reads_the_reviews_in_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load_settings(data_dir=tmp_path / "data")
+@pytest.fixture
+def reviewed_index(tmp_path: Path) -> Settings:
+    """60 reviewed records, half on each of two platforms, scored by a detector and by one that reads backwards,
+    and an unreviewed one."""
+    settings = load_settings(data_dir=tmp_path / "data", api_keys=[API_KEY])
     p, fake = drawn(60, 2.5, 0.0, seed=4)
     records = []
     for i, (q, f) in enumerate(zip(p, fake, strict=True)):
@@ -116,7 +121,13 @@ def test_cli_calibrate_reads_the_reviews_in_the_index(tmp_path: Path, monkeypatc
     index = open_index(settings)
     index.upsert_many(records)
     index.close()
+    return settings
 
+
+def test_cli_calibrate_reads_the_reviews_in_the_index(
+    reviewed_index: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = reviewed_index
     runner = CliRunner()
     result = runner.invoke(app, ["detectors", "calibrate", "--json", "--min-per-class", "5", "--data-dir",
                                  str(settings.data_dir)])
@@ -146,3 +157,19 @@ def test_cli_calibrate_reads_the_reviews_in_the_index(tmp_path: Path, monkeypatc
     bad = runner.invoke(app, ["detectors", "calibrate", "--json", "--since", "yesterday-ish", "--data-dir",
                               str(settings.data_dir)])
     assert bad.exit_code == 2 and json.loads(bad.stdout)["fields"] == ["seen_since"]  # as search names it
+
+
+def test_api_agreement_is_what_calibrate_prints(reviewed_index: Settings) -> None:
+    from tests.api_support import Api
+
+    api = Api(reviewed_index)
+    api.use()
+    answer = api.get("/v1/detectors/agreement", API_KEY, min_per_class=5)
+    assert answer.status_code == 200, answer.text
+    printed = CliRunner().invoke(app, ["detectors", "calibrate", "--json", "--min-per-class", "5", "--data-dir",
+                                       str(reviewed_index.data_dir)])
+    assert answer.json() == json.loads(printed.stdout)
+    assert api.get("/v1/detectors/agreement", API_KEY, platform="tiktok").json()["reviewed"] == 30
+    assert api.get("/v1/detectors/agreement", API_KEY, since="soon").status_code == 422
+    assert api.get("/v1/detectors/agreement", None).status_code == 401
+

@@ -391,6 +391,15 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     expect(page.locator("#f-recent tbody tr")).to_have_count(len(newest))
     expect(page.locator("#f-recent tbody tr").first).to_contain_text(str(newest[0].canonical_url))
     expect(page.locator("#f-recent tbody tr").first).to_contain_text(XSS_TITLE)  # shown as text, not markup
+    # the detectors against the reviews: one fake reviewed so far, so counts but no AUC and no fit
+    agreement = api_get(workbench, "/v1/detectors/agreement")
+    assert agreement["reviewed"] == 1 and set(agreement["summaries"]) == {"mesonet", "mesoinception", "ensemble"}
+    for name, summary in agreement["summaries"].items():
+        cells = page.locator(f"#agreement tr[data-detector={name}] td")
+        expect(cells.nth(1)).to_have_text("–")  # AUC needs a reviewed real too
+        expect(cells.nth(3)).to_have_text(str(summary["fakes"]))
+        expect(cells.nth(4)).to_have_text("0")
+    expect(page.locator("#p-agreement")).to_contain_text("Too few reviews of each label")
     aggregations = api_get(workbench, "/v1/aggregations")
     expect(page.locator("#p-histogram svg rect.bar")).to_have_count(sum(1 for n in aggregations["score_histogram"] if n))
     expect(page.locator("#p-verdict-time svg rect.bar").first).to_be_visible()

@@ -1,6 +1,6 @@
 // The dashboard: figures from /v1/aggregations (one call per verdict, kind and review label, each
-// filtered server-side; dedup savings from the index's sighting totals) and the stream's stored
-// failures from /v1/failures.
+// filtered server-side; dedup savings from the index's sighting totals), the detectors against the
+// reviews from /v1/detectors/agreement and the stream's stored failures from /v1/failures.
 import { getJson } from "./api.js";
 import { bars, legend, stackedBars } from "./charts.js";
 import { clear, fmtSeconds, h } from "./dom.js";
@@ -71,6 +71,39 @@ function failuresPanel(failures) {
   ];
 }
 
+// How each detector's recorded scores agree with moderators' fake/real reviews (or why that is not available).
+async function agreement(base) {
+  try {
+    return await getJson("/v1/detectors/agreement", base);
+  } catch (error) {
+    return { error: error.message };
+  }
+}
+
+function fixed(value) {
+  return value === null || value === undefined ? "–" : value.toFixed(3);
+}
+
+function agreementPanel(found) {
+  if (found.error) return [h("p", { class: "muted" }, `Not available: ${found.error}`)];
+  if (!found.reviewed) return [h("p", { class: "muted", id: "a-none" }, "No record is reviewed fake or real yet.")];
+  const rows = Object.entries(found.summaries);
+  return [
+    h("p", { class: "muted" }, "The scores each detector gave when the media was scored, against the " +
+      `${found.reviewed} record${found.reviewed === 1 ? "" : "s"} moderators labelled fake or real. ` +
+      "AUC: the chance that a reviewed fake scored above a reviewed real."),
+    h("table", { class: "grid-table", id: "agreement" },
+      h("thead", {}, h("tr", {}, ["detector", "AUC", "accuracy at 0.5", "reviewed fake", "reviewed real",
+        "mean P(fake) of fakes", "of reals"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows.map(([name, s]) => h("tr", { "data-detector": name },
+        h("td", {}, name), h("td", {}, fixed(s.auc)), h("td", {}, fixed(s.accuracy)), h("td", {}, String(s.fakes)),
+        h("td", {}, String(s.reals)), h("td", {}, fixed(s.mean_p_fake_of_fakes)), h("td", {}, fixed(s.mean_p_fake_of_reals)))))),
+    h("p", { class: "muted" }, found.setting
+      ? `Platt parameters fitted on them (deepwatch detectors calibrate): ${found.setting}`
+      : "Too few reviews of each label to fit Platt parameters (deepwatch detectors calibrate)."),
+  ];
+}
+
 function meanScore(histogram) {
   const n = histogram.reduce((a, b) => a + b, 0);
   if (!n) return null;
@@ -92,12 +125,13 @@ export async function renderDashboard(view, params) {
   const body = h("div", { id: "dashboard" }, h("p", { class: "muted" }, "loading…"));
   clear(view).append(h("h1", {}, "Dashboard"), form, body);
 
-  const [all, verdicts, kinds, reviewed, failures] = await Promise.all([
+  const [all, verdicts, kinds, reviewed, failures, agreed] = await Promise.all([
     aggregate(base),
     Promise.all(VERDICTS.map((v) => aggregate(base, { verdict: v.name }))),
     Promise.all(["image", "video"].map((k) => aggregate(base, { kind: k }))),
     Promise.all(REVIEWS.map((r) => aggregate(base, { review: r }))),
     recentFailures(),
+    agreement(base),
   ]);
   const savings = dedupSavings(all);
 
@@ -147,6 +181,7 @@ export async function renderDashboard(view, params) {
       h("table", { class: "grid-table", id: "breakdown" }, h("tbody", {},
         ["image", "video"].map((k, i) => h("tr", {}, h("td", {}, `kind ${k}`), h("td", {}, String(kinds[i].total)))),
         REVIEWS.map((r, i) => h("tr", {}, h("td", {}, `reviewed ${r}`), h("td", { id: `d-review-${r}` }, String(reviewed[i].total))))))),
+    panel("Detectors against reviews", "p-agreement", ...agreementPanel(agreed)),
     panel("Dead letters by reason", "p-dlq", ...failuresPanel(failures)),
   );
 }

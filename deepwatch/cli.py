@@ -685,6 +685,7 @@ def detectors_calibrate(
     min_per_class: Annotated[
         int, typer.Option(min=2, help="reviewed fakes and reals each before a detector is fitted")
     ] = 10,
+    max_records: Annotated[int | None, typer.Option(min=1, help="read only the newest N reviewed records")] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -698,23 +699,24 @@ def detectors_calibrate(
     settings = settings_for(config, data_dir, as_json)
     try:
         query = build_query(platform=platform, source=source, kind=kind, review=["fake", "real"], since=since,
-                            until=until, sort="oldest")
+                            until=until, sort="newest")
     except ContractError as exc:
         fail(str(exc), 2, as_json, fields=exc.fields)
     try:
         index = open_index(settings)
         try:
-            evidence = reviewed_evidence(iter_search(index, query))
+            evidence, truncated = reviewed_evidence(iter_search(index, query), max_records)
         finally:
             index.close()
     except SearchIndexError as exc:
         fail(str(exc), 1, as_json)
-    found = calibrate(evidence, settings.ensemble_weights, min_per_class)
+    found = calibrate(evidence, settings.ensemble_weights, min_per_class, truncated)
     if as_json:
         emit_json(found.to_json())
         return
     out = Console()
-    out.print(f"{found.reviewed} reviewed records (fake or real) with detector scores", highlight=False)
+    out.print(f"{found.reviewed} reviewed records (fake or real) with detector scores"
+              + (f", the newest {max_records} read" if found.truncated else ""), highlight=False)
     for s in found.before:
         auc = "-" if s.auc is None else f"{s.auc:.3f}"
         accuracy = "-" if s.accuracy is None else f"{s.accuracy:.3f}"

@@ -11,6 +11,7 @@ drive ``a`` to infinity. All of it is pure, apart from reading the records.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,22 +36,25 @@ class Reviewed:
     score: float | None  # the ensemble's, as recorded
 
 
-def reviewed_evidence(records: Iterable[MediaRecord]) -> list[Reviewed]:
+def reviewed_evidence(records: Iterable[MediaRecord], limit: int | None = None) -> tuple[list[Reviewed], bool]:
     """The records a moderator labelled fake or real and some detector scored, one per scoring: a near
     duplicate carries its original's scores (``duplicate_of``), so the two are one piece of evidence, under the
-    original's review when both were reviewed."""
+    original's review when both were reviewed. With ``limit``, only the first that many records are read; the
+    flag says whether there were more."""
     chosen: dict[str, MediaRecord] = {}
-    for record in records:
+    records = iter(records)
+    for record in itertools.islice(records, limit):
         if record.review is None or record.review.label not in ("fake", "real") or not record.detectors:
             continue
         scoring = record.duplicate_of or record.media_id
         if scoring not in chosen or record.media_id == scoring:
             chosen[scoring] = record
-    return [
+    evidence = [
         Reviewed(r.media_id, r.review.label == "fake", {n: s.p_fake for n, s in r.detectors.items()}, r.score)
         for r in chosen.values()
         if r.review is not None
     ]
+    return evidence, limit is not None and next(records, None) is not None
 
 
 def logit(p: float) -> float:
@@ -121,6 +125,7 @@ class Calibration:
     platt: dict[str, tuple[float, float]]  # fitted, for detectors with enough of both classes
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it was not fitted
     after: Summary | None = None  # the ensemble again from the stored scores with ``platt`` (same records)
+    truncated: bool = False  # more reviewed records were there than were read
 
     @property
     def setting(self) -> str | None:
@@ -138,11 +143,15 @@ class Calibration:
             "skipped": self.skipped,
             "ensemble_after": None if self.after is None else self.after.to_json(),
             "setting": self.setting,
+            "truncated": self.truncated,
         }
 
 
 def calibrate(
-    evidence: Sequence[Reviewed], weights: Mapping[str, float] | None = None, min_per_class: int = MIN_PER_CLASS
+    evidence: Sequence[Reviewed],
+    weights: Mapping[str, float] | None = None,
+    min_per_class: int = MIN_PER_CLASS,
+    truncated: bool = False,
 ) -> Calibration:
     """Each detector's agreement with the reviews, its fitted Platt parameters where both classes have at
     least ``min_per_class`` records, and what the ensemble (with ``weights``) would then have said."""
@@ -164,4 +173,4 @@ def calibrate(
     if platt:
         rescored = [(ensemble_score(e.p_fake, platt, weights), e.fake) for e in evidence]
         after = summarize(ENSEMBLE, [(s, f) for s, f in rescored if s is not None])
-    return Calibration(len(evidence), before, platt, skipped, after)
+    return Calibration(len(evidence), before, platt, skipped, after, truncated)

@@ -326,19 +326,21 @@ def detectors_agreement(
     given: Filters,
     ctx: Ctx,
     min_per_class: Annotated[int, Query(ge=2, le=100_000, description="reviewed fakes and reals each to fit")] = 10,
+    max_records: Annotated[int, Query(ge=1, le=100_000, description="the newest reviewed records read")] = 2000,
 ) -> dict[str, Any]:
     """How each detector's recorded scores agree with moderators' fake/real reviews (ROC AUC, accuracy at 0.5,
     mean P(fake) per label), and the Platt parameters fitted on them (what `deepwatch detectors calibrate`
-    prints); the filters narrow the records, whose review is always fake or real."""
+    prints); the filters narrow the records, whose review is always fake or real. The newest ``max_records``
+    are read (each is a whole record): ``truncated`` says whether there were more."""
     from serve.calibration import calibrate, reviewed_evidence
     from storage.index import iter_search
 
     try:
-        query = build_query(**{**given, "review": ["fake", "real"]}, sort="oldest")
+        query = build_query(**{**given, "review": ["fake", "real"]}, sort="newest")
     except ContractError as exc:
         raise invalid_query(exc) from None
-    evidence = index_call(lambda: reviewed_evidence(iter_search(ctx.index(), query)))
-    return calibrate(evidence, ctx.settings.ensemble_weights, min_per_class).to_json()
+    evidence, truncated = index_call(lambda: reviewed_evidence(iter_search(ctx.index(), query), max_records))
+    return calibrate(evidence, ctx.settings.ensemble_weights, min_per_class, truncated).to_json()
 
 
 @router.get("/detectors", dependencies=read)

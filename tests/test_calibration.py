@@ -95,13 +95,14 @@ def test_only_fake_or_real_reviews_with_scores_are_evidence() -> None:
                duplicate_of=record(8).media_id),
         record(8, detectors={"d": 0.7}, score=0.7),
     ]
-    evidence = reviewed_evidence(records)
+    evidence, truncated = reviewed_evidence(records)
+    assert not truncated
     assert [(e.media_id, e.fake, e.p_fake, e.score) for e in evidence] == [
         (record(1).media_id, True, {"d": 0.9}, 0.9),
         (record(2).media_id, False, {"d": 0.2}, 0.2),
         (record(7).media_id, True, {"d": 0.7}, 0.7),
     ]
-    backwards = reviewed_evidence(reversed(records))  # the order they are read in changes nothing
+    backwards, _ = reviewed_evidence(reversed(records))  # the order they are read in changes nothing
     assert sorted((e.media_id, e.fake) for e in backwards) == sorted((e.media_id, e.fake) for e in evidence)
 
 
@@ -170,6 +171,8 @@ def test_api_agreement_is_what_calibrate_prints(reviewed_index: Settings) -> Non
                                        str(reviewed_index.data_dir)])
     assert answer.json() == json.loads(printed.stdout)
     assert api.get("/v1/detectors/agreement", API_KEY, platform="tiktok").json()["reviewed"] == 30
+    newest = api.get("/v1/detectors/agreement", API_KEY, max_records=20).json()
+    assert newest["reviewed"] == 20 and newest["truncated"] is True and answer.json()["truncated"] is False
     assert api.get("/v1/detectors/agreement", API_KEY, since="soon").status_code == 422
     assert api.get("/v1/detectors/agreement", None).status_code == 401
 

@@ -396,7 +396,7 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     assert agreement["reviewed"] == 1 and set(agreement["summaries"]) == {"mesonet", "mesoinception", "ensemble"}
     for name, summary in agreement["summaries"].items():
         cells = page.locator(f"#agreement tr[data-detector={name}] td")
-        expect(cells.nth(1)).to_have_text("–")  # AUC needs a reviewed real too
+        expect(cells.nth(1)).to_have_text("\u2013")  # AUC needs a reviewed real too
         expect(cells.nth(3)).to_have_text(str(summary["fakes"]))
         expect(cells.nth(4)).to_have_text("0")
     expect(page.locator("#p-agreement")).to_contain_text("Too few reviews of each label")

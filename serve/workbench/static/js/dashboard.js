@@ -90,7 +90,8 @@ function agreementPanel(found) {
   const rows = Object.entries(found.summaries);
   return [
     h("p", { class: "muted" }, "The scores each detector gave when the media was scored, against the " +
-      `${found.reviewed} record${found.reviewed === 1 ? "" : "s"} moderators labelled fake or real. ` +
+      `${found.reviewed} record${found.reviewed === 1 ? "" : "s"} moderators labelled fake or real` +
+      `${found.truncated ? " (the newest ones: there are more)" : ""}. ` +
       "AUC: the chance that a reviewed fake scored above a reviewed real."),
     h("table", { class: "grid-table", id: "agreement" },
       h("thead", {}, h("tr", {}, ["detector", "AUC", "accuracy at 0.5", "reviewed fake", "reviewed real",

@@ -653,6 +653,9 @@ def detectors_evaluate(
         items = labelled_items(folder)
     except LabelledSetError as exc:
         fail(str(exc), 2, as_json, folder=str(folder))
+    if folder.name == "faces.jsonl" and not aligned:
+        stderr.print("[yellow]these look like an export's face crops: without --aligned, faces are searched for "
+                     "again inside each crop[/yellow]", highlight=False)
     loaded = _load_chosen(settings, detectors, aligned, as_json)
     results, summaries, seconds = evaluate(items, settings, loaded, aligned=aligned)
     if as_json:

@@ -254,3 +254,8 @@ def test_exported_faces_score_as_they_were_scored(seeded: Seeded, tmp_path: Path
     assert max(gaps) < 2e-3, gaps
     assert sum(gap < 1e-5 for gap in gaps) >= len(gaps) / 2, gaps
 
+    unaligned = CliRunner().invoke(app, ["detectors", "evaluate", str(out / "faces.jsonl"), "--detectors", "meso4_df",
+                                         "--json", "--data-dir", str(tmp_path)],
+                                   env={"DEEPWATCH_MODELS_DIR": str(seeded.settings.models_dir)})
+    assert unaligned.exit_code == 0 and "without --aligned" in unaligned.stderr  # a hint, not a refusal
+

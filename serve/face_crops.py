@@ -11,7 +11,7 @@ That works while the media is stored: flagged fakes always are, other media only
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from PIL import Image
 
 from deepwatch.contracts import FaceScore
 from deepwatch.settings import Settings
+from storage.export.faces import CropFaces
 
 CROP_SIDE = 128  # pixels of the square JPEG served per face
 FRAME_TIME_TOLERANCE_S = 0.002  # a face's time is kept to 1 ms
@@ -45,8 +46,8 @@ def face_crops(media: Path, faces: Sequence[FaceScore], settings: Settings, work
     return [None if part is None else to_jpeg(part) for part in scored_crops(media, faces, settings, workdir)]
 
 
-def cropper(settings: Settings) -> Callable[[Path, Sequence[FaceScore], Path], list[np.ndarray | None]]:
-    """:func:`scored_crops` with these settings, as a dataset export takes it (storage.export.faces)."""
+def cropper(settings: Settings) -> CropFaces:
+    """:func:`scored_crops` with these settings, as a dataset export takes it."""
     return lambda media, faces, workdir: scored_crops(media, faces, settings, workdir)
 
 

@@ -729,8 +729,9 @@ def detectors_calibrate(
     for name, why in found.skipped.items():
         out.print(f"  [yellow]not fitted[/yellow] {name}: {why}", highlight=False)
     if found.after is not None and found.after.accuracy is not None:
-        out.print(f"the ensemble with these parameters, on the same records: accuracy {found.after.accuracy:.3f}",
-                  highlight=False)
+        auc = "-" if found.after.auc is None else f"{found.after.auc:.3f}"
+        out.print(f"the ensemble with parameters fitted without them, on each fifth of the records in turn: AUC "
+                  f"{auc}, accuracy {found.after.accuracy:.3f}", highlight=False)
         out.print(f"to use them: {found.setting}", highlight=False, soft_wrap=True)  # one line, to copy
 
 

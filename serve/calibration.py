@@ -11,6 +11,7 @@ drive ``a`` to infinity. All of it is pure, apart from reading the records.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -23,6 +24,7 @@ from serve.ensemble import ensemble_score
 from serve.evaluation import ENSEMBLE, Summary, summarize
 
 MIN_PER_CLASS = 10  # reviewed fakes and reals each, before a detector's parameters are fitted
+FOLDS = 5  # the calibrated ensemble is judged on records held out of its fit, a fifth at a time
 P_CLIP = 1e-6  # P(fake) is clipped this far from 0 and 1 before its logit
 
 
@@ -124,7 +126,7 @@ class Calibration:
     before: list[Summary]  # each detector's stored scores against the reviews, then the recorded ensemble
     platt: dict[str, tuple[float, float]]  # fitted, for detectors with enough of both classes
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it was not fitted
-    after: Summary | None = None  # the ensemble again from the stored scores with ``platt`` (same records)
+    after: Summary | None = None  # the calibrated ensemble on records held out of its fit (cross-validated)
     truncated: bool = False  # more reviewed records were there than were read
 
     @property
@@ -154,23 +156,50 @@ def calibrate(
     truncated: bool = False,
 ) -> Calibration:
     """Each detector's agreement with the reviews, its fitted Platt parameters where both classes have at
-    least ``min_per_class`` records, and what the ensemble (with ``weights``) would then have said."""
+    least ``min_per_class`` records, and what the ensemble (with ``weights``) would then have said of records
+    it was not fitted on (:func:`cross_validated`)."""
     names = sorted({name for item in evidence for name in item.p_fake})
     before = [summarize(n, [(e.p_fake[n], e.fake) for e in evidence if n in e.p_fake]) for n in names]
     before.append(summarize(ENSEMBLE, [(e.score, e.fake) for e in evidence if e.score is not None]))
+    platt, skipped = fit_detectors(evidence, names, min_per_class)
+    after = cross_validated(evidence, names, weights, min_per_class) if platt else None
+    return Calibration(len(evidence), before, platt, skipped, after, truncated)
+
+
+def fit_detectors(
+    evidence: Sequence[Reviewed], names: Sequence[str], min_per_class: int
+) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+    """Platt parameters per detector with at least ``min_per_class`` reviewed fakes and reals, and why the
+    others were left out."""
     platt: dict[str, tuple[float, float]] = {}
     skipped: dict[str, str] = {}
-    for summary in before[:-1]:
-        if min(summary.fakes, summary.reals) < min_per_class:
-            skipped[summary.name] = (
-                f"{summary.fakes} reviewed fakes and {summary.reals} reals: fewer than {min_per_class} of one"
-            )
+    for name in names:
+        pairs = [(e.p_fake[name], e.fake) for e in evidence if name in e.p_fake]
+        fakes = sum(1 for _, f in pairs if f)
+        if min(fakes, len(pairs) - fakes) < min_per_class:
+            skipped[name] = f"{fakes} reviewed fakes and {len(pairs) - fakes} reals: fewer than {min_per_class} of one"
             continue
-        pairs = [(e.p_fake[summary.name], e.fake) for e in evidence if summary.name in e.p_fake]
         a, b = fit_platt([p for p, _ in pairs], [f for _, f in pairs])
-        platt[summary.name] = (round(a, 6), round(b, 6))
-    after = None
-    if platt:
-        rescored = [(ensemble_score(e.p_fake, platt, weights), e.fake) for e in evidence]
-        after = summarize(ENSEMBLE, [(s, f) for s, f in rescored if s is not None])
-    return Calibration(len(evidence), before, platt, skipped, after, truncated)
+        platt[name] = (round(a, 6), round(b, 6))
+    return platt, skipped
+
+
+def cross_validated(
+    evidence: Sequence[Reviewed], names: Sequence[str], weights: Mapping[str, float] | None, min_per_class: int,
+    folds: int = FOLDS,
+) -> Summary:
+    """The calibrated ensemble on records it was not fitted on: each record is scored with parameters fitted on
+    the other folds (a detector with too few reviews there keeps the identity). Folds come from the media ids,
+    so the figure is the same on every run."""
+    fold_of = {e.media_id: int(hashlib.sha256(e.media_id.encode()).hexdigest(), 16) % folds for e in evidence}
+    scored: list[tuple[float, bool]] = []
+    for fold in range(folds):
+        held_out = [e for e in evidence if fold_of[e.media_id] == fold]
+        if not held_out:
+            continue
+        platt, _ = fit_detectors([e for e in evidence if fold_of[e.media_id] != fold], names, min_per_class)
+        for e in held_out:
+            score = ensemble_score(e.p_fake, platt, weights)
+            if score is not None:
+                scored.append((score, e.fake))
+    return summarize(ENSEMBLE, scored)

@@ -79,6 +79,27 @@ def test_calibrate_fits_what_has_evidence_and_rescores_the_ensemble() -> None:
     assert found.after.accuracy >= found.before[-1].accuracy - 0.02  # calibrated, it does no worse here
 
 
+def test_the_ensemble_after_is_judged_on_held_out_folds() -> None:
+    p_good, fake = drawn(200, 3.0, 0.5, seed=5)
+    evidence = [Reviewed(f"m{i}", f, {"good": p}, p) for i, (p, f) in enumerate(zip(p_good, fake, strict=True))]
+    found = calibrate(evidence, min_per_class=10)
+    assert found.after is not None and found.after.scored == 200
+    backwards = calibrate(list(reversed(evidence)), min_per_class=10).after
+    assert backwards is not None and backwards.to_json() == found.after.to_json()  # folds come from the ids
+    # where no fold's training part has enough of each class, every held-out record keeps the identity: the
+    # ensemble of one uncalibrated detector is that detector's own score
+    fakes = sum(fake)
+    sparse = calibrate(evidence, min_per_class=min(fakes, 200 - fakes))
+    assert sparse.platt and sparse.after is not None
+    assert sparse.after.to_json() == summarize_identity(evidence).to_json()
+
+
+def summarize_identity(evidence: list[Reviewed]):  # type: ignore[no-untyped-def]
+    from serve.evaluation import ENSEMBLE, summarize
+
+    return summarize(ENSEMBLE, [(ensemble_score(e.p_fake), e.fake) for e in evidence])
+
+
 def test_only_fake_or_real_reviews_with_scores_are_evidence() -> None:
     reviewed = lambda label: Review(label=label, reviewer="mod", at=T0)  # noqa: E731
     records = [

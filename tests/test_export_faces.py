@@ -99,6 +99,34 @@ def assert_scored_crop(out: Path, row: dict, clip: Path) -> None:
     assert np.abs(got - elsewhere).mean() > 20  # a crop of the wrong place would not pass
 
 
+def test_an_images_faces_are_cut_from_the_image(
+    tmp_path: Path, models_dir: Path, mesonet: dict[str, Detector]  # noqa: F811
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", models_dir=models_dir, detectors=["meso4_df"],
+                             score_align_faces=True)
+    picture = tmp_path / "scene.png"
+    Image.fromarray(face_scene(face_image(models_dir), size=(480, 360), at=(120, 70), side=210)).save(picture)
+    result = score_file(picture, settings, [mesonet["meso4_df"]])
+    assert len(result.face_scores) == 1 and result.face_scores[0].aligned is not None
+    media_id = hashlib.sha256(picture.read_bytes()).hexdigest()
+    open_object_store(settings).put(f"flagged/{media_id}.png", picture, content_type="image/png")
+    index = open_index(settings)
+    index.upsert_many([_record(media_id, "image", f"flagged/{media_id}.png", list(result.face_scores))])
+    index.close()
+
+    out = tmp_path / "out"
+    summary = run_export(settings, ExportRequest(out=str(out), faces=True), crop_faces=cropper(settings))
+    assert summary.faces is not None and (summary.faces.crops, summary.faces.errors) == (1, [])
+    [row] = pq.read_table(out / "faces.parquet").to_pylist()
+    with Image.open(out / row["file_name"]) as image:
+        got = np.asarray(image.convert("RGB"), dtype=np.float32)
+    with Image.open(picture) as image:  # the picture read here on its own, not through the code under test
+        want = upright_cut(np.asarray(image.convert("RGB")), row["aligned"])
+    assert abs(got.shape[0] - want.shape[0]) <= 1
+    want = np.asarray(Image.fromarray(want).resize(got.shape[1::-1], Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(got - want).mean() < 3
+
+
 class CountingCropper:
     """The real cropper, counting the media it decodes (a resumed export should decode none)."""
 

@@ -64,6 +64,26 @@ def fail(message: str, code: int, as_json: bool = False, **extra: Any) -> NoRetu
     raise typer.Exit(code)
 
 
+def query_or_fail(as_json: bool, **arguments: Any) -> Any:
+    """``storage.query_args.build_query(**arguments)``, or exit 2 naming the options at fault: ``--since``, not
+    the query's ``seen_since`` (``fields`` holds the names the API gives its query parameters)."""
+    from storage.query_args import build_query
+
+    try:
+        return build_query(**arguments)
+    except ContractError as exc:
+        query_failed(exc, as_json)
+
+
+def query_failed(exc: ContractError, as_json: bool) -> NoReturn:
+    """Exit 2 for a query the index refused, naming the options at fault."""
+    from storage.query_args import argument_of
+
+    named = [(argument_of(field), message) for field, message in exc.problems]
+    text = "; ".join(f"--{'text' if name == 'q' else name.replace('_', '-')}: {message}" for name, message in named)
+    fail(f"invalid search filters: {text}", 2, as_json, fields=list(dict.fromkeys(name for name, _ in named)))
+
+
 def settings_for(config: Path | None, data_dir: Path | None, as_json: bool = False, **overrides: Any) -> Settings:
     try:
         settings = load_settings(config, data_dir=data_dir, **overrides)
@@ -381,23 +401,19 @@ def search(
 ) -> None:
     """Search the index with moderation filters; --json prints {total, items, next}."""
     from storage.index import SearchIndexError, open_index
-    from storage.query_args import build_query
 
     settings = settings_for(config, data_dir, as_json)
-    try:
-        query = build_query(q=text, verdict=verdict, min_score=min_score, max_score=max_score, detector=detector,
-                            platform=platform, source=source, kind=kind, dedup=dedup, review=review, since=since,
-                            until=until, sort=sort, limit=limit, cursor=cursor)
-    except ContractError as exc:
-        fail(str(exc), 2, as_json, fields=exc.fields)
+    query = query_or_fail(as_json, q=text, verdict=verdict, min_score=min_score, max_score=max_score,
+                          detector=detector, platform=platform, source=source, kind=kind, dedup=dedup, review=review,
+                          since=since, until=until, sort=sort, limit=limit, cursor=cursor)
     try:
         index = open_index(settings)
         try:
             page = index.search(query)
         finally:
             index.close()
-    except ContractError as exc:
-        fail(str(exc), 2, as_json, fields=exc.fields)
+    except ContractError as exc:  # a cursor the index cannot read
+        query_failed(exc, as_json)
     except SearchIndexError as exc:
         fail(str(exc), 1, as_json)
     if as_json:
@@ -516,13 +532,12 @@ def export(
     Re-running completes a partial export without copying again. --json prints the summary."""
     from deepwatch.contracts import parse
     from storage.export import ExportError, ExportRequest, run_export
-    from storage.query_args import build_query
 
     settings = settings_for(config, data_dir, as_json)
+    query = query_or_fail(as_json, q=text, verdict=verdict, min_score=min_score, max_score=max_score,
+                          detector=detector, platform=platform, source=source, kind=kind, dedup=dedup, review=review,
+                          since=since, until=until)
     try:
-        query = build_query(q=text, verdict=verdict, min_score=min_score, max_score=max_score, detector=detector,
-                            platform=platform, source=source, kind=kind, dedup=dedup, review=review, since=since,
-                            until=until)
         shares = [s.strip() for s in splits.split(",")]
         request = parse(ExportRequest, {
             "out": out, "query": query.model_dump(), "include_reviewed_real": include_reviewed_real,
@@ -697,14 +712,10 @@ def detectors_calibrate(
     parameters for the ensemble (DEEPWATCH_ENSEMBLE_PLATT) fitted on them; nothing is scored again."""
     from serve.calibration import calibrate, reviewed_evidence
     from storage.index import SearchIndexError, iter_search, open_index
-    from storage.query_args import build_query
 
     settings = settings_for(config, data_dir, as_json)
-    try:
-        query = build_query(platform=platform, source=source, kind=kind, review=["fake", "real"], since=since,
-                            until=until, sort="newest")
-    except ContractError as exc:
-        fail(str(exc), 2, as_json, fields=exc.fields)
+    query = query_or_fail(as_json, platform=platform, source=source, kind=kind, review=["fake", "real"],
+                          since=since, until=until, sort="newest")
     try:
         index = open_index(settings)
         try:

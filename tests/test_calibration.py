@@ -178,7 +178,8 @@ def test_cli_calibrate_reads_the_reviews_in_the_index(
     assert "not fitted" not in table.output  # the default wants 10 of each class: there are more
     bad = runner.invoke(app, ["detectors", "calibrate", "--json", "--since", "yesterday-ish", "--data-dir",
                               str(settings.data_dir)])
-    assert bad.exit_code == 2 and json.loads(bad.stdout)["fields"] == ["seen_since"]  # as search names it
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["fields"] == ["since"]
+    assert "--since: not a time" in json.loads(bad.stdout)["error"]
 
 
 def test_api_agreement_is_what_calibrate_prints(reviewed_index: Settings) -> None:

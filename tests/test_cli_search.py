@@ -83,10 +83,10 @@ def test_search_filters_sorts_and_pages(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (["--verdict", "maybe"], "verdict.0"),
-        (["--min-score", "2"], "score.min"),
+        (["--verdict", "maybe"], "verdict"),
+        (["--min-score", "2"], "min_score"),
         (["--limit", "0"], "limit"),
-        (["--detector", "mesonet=0.9"], "detectors"),
+        (["--detector", "mesonet=0.9"], "detector"),
         (["--sort", "random"], "sort"),
         (["--cursor", "not-a-cursor"], "cursor"),
     ],
@@ -94,6 +94,7 @@ def test_search_filters_sorts_and_pages(data_dir: Path) -> None:
 def test_search_bad_input_exits_2_naming_the_field(data_dir: Path, argv: list[str], field: str) -> None:
     code, doc = run_json("search", *argv, "--data-dir", str(data_dir))
     assert code == 2 and doc["fields"] == [field], doc
+    assert argv[0] in doc["error"], doc  # the option as typed, not the query's own name for it
 
 
 def test_search_bad_time_exits_2(data_dir: Path) -> None:

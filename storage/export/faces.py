@@ -3,8 +3,8 @@ pixels they read, with a manifest row of its own, for retraining face-level dete
 
 A record keeps where each face was (``FaceScore``: its sampled frame, box and alignment), not its pixels.
 Cutting them out again means decoding the media the way scoring did, which is the serving layer's job, so
-the caller hands in a :data:`CropFaces` function (the CLI and the API pass
-:func:`serve.face_crops.scored_crops`) and storage keeps below serve.
+the caller hands in a :data:`CropFaces` function (the CLI and the API pass ``serve.face_crops.cropper``)
+and storage keeps below serve.
 
 Files, in every format: ``faces/<split>/<media_id>-<nnn>.png`` (``nnn``: the face's place in the record's
 ``face_scores``), ``faces/<split>/metadata.parquet`` with ``file_name`` relative to it (Hugging Face's
@@ -47,7 +47,8 @@ FACES_DIR = "faces"
 STATE_KEY = "faces"
 SAVE_EVERY = 20  # media between two saves of the state file
 
-HEAD_COLUMNS: list[tuple[str, pa.DataType]] = [
+# the fixed columns of the faces' manifests; the per-detector ones follow (manifest.schema_for)
+FACE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("file_name", pa.string()),
     ("media_id", pa.string()),
     ("split", pa.string()),
@@ -114,11 +115,6 @@ def face_row(source: FaceSource, number: int, width: int, height: int) -> dict[s
     }
 
 
-def face_schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
-    detectors = sorted({k for row in rows for k in row if k.startswith(DETECTOR_PREFIX)})
-    return pa.schema([pa.field(n, t) for n, t in [*HEAD_COLUMNS, *((d, pa.float64()) for d in detectors)]])
-
-
 def png(rgb: np.ndarray) -> bytes:
     """Lossless, so the file holds exactly the pixels that were scored (a JPEG would add its own traces)."""
     from PIL import Image
@@ -141,8 +137,8 @@ def export_faces(
     """Write each source's face crops; returns their manifest rows and what was done. ``stage(media_id,
     scratch)`` puts the media's checked bytes in a local file; ``save`` writes ``state`` (now and then, so
     that a crashed run's successor decodes again only what was not finished); progress reports count media
-    with faces, beside the ``media_bytes`` the export holds. A media that cannot be fetched
-    or decoded is reported in the summary's errors and adds no face; the media itself stays in the dataset."""
+    with faces, beside the ``media_bytes`` the export holds. A media that cannot be fetched or decoded is
+    reported in the summary's errors and adds no face; the media itself stays in the dataset."""
     done_before: dict[str, Any] = state.setdefault(STATE_KEY, {})
     rows: list[dict[str, Any]] = []
     tally = FaceTally()

@@ -101,10 +101,15 @@ def manifest_row(
     return row
 
 
-def schema_for(rows: Iterable[dict[str, Any]]) -> pa.Schema:
-    """Every file's columns: the fixed ones and a score column per detector any row has."""
+def schema_for(
+    rows: Iterable[dict[str, Any]],
+    head: Sequence[tuple[str, pa.DataType]] = BASE_COLUMNS,
+    tail: Sequence[tuple[str, pa.DataType]] = TAIL_COLUMNS,
+) -> pa.Schema:
+    """Every file's columns: the fixed ones (``head``, then the detectors', then ``tail``), with a score column
+    per detector any row has."""
     detectors = sorted({k for row in rows for k in row if k.startswith(DETECTOR_PREFIX)})
-    fields = [*BASE_COLUMNS, *((d, pa.float64()) for d in detectors), *TAIL_COLUMNS]
+    fields = [*head, *((d, pa.float64()) for d in detectors), *tail]
     return pa.schema([pa.field(name, kind) for name, kind in fields])
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from storage.errors import StorageError
-from storage.export.faces import FACES_DIR, CropFaces, FaceSource, export_faces, face_schema
+from storage.export.faces import FACE_COLUMNS, FACES_DIR, CropFaces, FaceSource, export_faces
 from storage.export.manifest import dataset_card, manifest_row, schema_for, to_csv, to_jsonl, to_parquet
 from storage.export.model import (
     MAX_IDS_REPORTED,
@@ -425,7 +425,7 @@ def _write_faces(
 def _face_manifests(sink: Sink, rows: list[dict[str, Any]]) -> list[str]:
     """``faces.*`` at the top (``file_name`` from there) and a ``metadata.parquet`` in each split's folder
     (``file_name`` from that folder, as Hugging Face's imagefolder reads it)."""
-    schema = face_schema(rows)
+    schema = schema_for(rows, FACE_COLUMNS, ())
     files = []
     by_split: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

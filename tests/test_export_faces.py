@@ -214,6 +214,10 @@ def test_faces_of_frames_no_longer_decoded_are_left_out(seeded: Seeded, tmp_path
     assert len(rows) == summary.faces.crops
     for row in rows:  # those cut were cut from their own frame (5 and 6 frames over 40 share a few times)
         assert_scored_crop(out, row, seeded.clip)
+    again = run_export(settings, ExportRequest(out=str(out), faces=True), crop_faces=cropper(settings))
+    assert again.faces is not None  # a resumed run keeps what was cut and counts what was not
+    assert (again.faces.kept, again.faces.written, again.faces.left_out) == (summary.faces.crops, 0,
+                                                                              summary.faces.left_out)
 
 
 def test_faces_need_a_cropper(seeded: Seeded, tmp_path: Path) -> None:

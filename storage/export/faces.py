@@ -148,6 +148,7 @@ def export_faces(
         if kept is not None:
             rows += kept
             tally.kept += len(kept)
+            tally.left_out += len(source.faces) - len(kept)  # left out last time, for the same reason
         else:
             try:
                 rows += _cut(source, digest, stage, crop_faces, sink, done_before, tally)
@@ -173,7 +174,7 @@ def _kept(source: FaceSource, digest: str, before: Any, sink: Sink) -> list[dict
         return None
     rows = []
     for number, entry in enumerate(files):
-        if entry is None:  # not cut last time either: the media has not changed, so neither has that
+        if entry is None:  # not cut last time: the media has not changed, so it still cannot be
             continue
         try:
             size, sha256, width, height = entry

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepwatch.contracts import MediaRecord
-from serve.ensemble import ensemble_score
+from serve.ensemble import ensemble_score, logit, sigmoid
 from serve.evaluation import ENSEMBLE, Summary, summarize
 
 MIN_PER_CLASS = 10  # reviewed fakes and reals each, before a detector's parameters are fitted
 FOLDS = 5  # the calibrated ensemble is judged on records held out of its fit, a fifth at a time
-P_CLIP = 1e-6  # P(fake) is clipped this far from 0 and 1 before its logit
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,6 @@ def reviewed_evidence(records: Iterable[MediaRecord], limit: int | None = None) 
     return evidence, limit is not None and next(records, None) is not None
 
 
-def logit(p: float) -> float:
-    p = min(max(p, P_CLIP), 1 - P_CLIP)
-    return math.log(p / (1 - p))
-
-
 def fit_platt(p_fake: Sequence[float], fake: Sequence[bool], iterations: int = 100) -> tuple[float, float]:
     """``(a, b)`` maximising the likelihood of ``fake`` under ``sigmoid(a * logit(p) + b)``, with Platt's targets
     (``(n+ + 1) / (n+ + 2)`` for fakes, ``1 / (n- + 2)`` for reals). Newton's method with a halving step, as in
@@ -72,7 +66,7 @@ def fit_platt(p_fake: Sequence[float], fake: Sequence[bool], iterations: int = 1
     n_real = len(fake) - n_fake
     if n_fake == 0 or n_real == 0:
         raise ValueError("Platt scaling needs both fakes and reals")
-    x = [logit(p) for p in p_fake]
+    x = [logit(p) for p in p_fake]  # the ensemble's own: the very feature it applies (a, b) to
     hi, lo = (n_fake + 1) / (n_fake + 2), 1 / (n_real + 2)
     t = [hi if f else lo for f in fake]
 
@@ -88,7 +82,7 @@ def fit_platt(p_fake: Sequence[float], fake: Sequence[bool], iterations: int = 1
     for _ in range(iterations):
         g_a = g_b = h_aa = h_ab = h_bb = 0.0
         for xi, ti in zip(x, t, strict=True):
-            p = _sigmoid(a * xi + b)
+            p = sigmoid(a * xi + b)
             d = p - ti
             w = max(p * (1 - p), 1e-12)
             g_a += d * xi
@@ -114,10 +108,6 @@ def fit_platt(p_fake: Sequence[float], fake: Sequence[bool], iterations: int = 1
                 return a, b
         a, b, current = a - scale * step_a, b - scale * step_b, trial
     return a, b
-
-
-def _sigmoid(z: float) -> float:
-    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
 
 @dataclass

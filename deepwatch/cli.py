@@ -744,6 +744,53 @@ def detectors_calibrate(
         out.print(f"the ensemble with parameters fitted without them, on each fifth of the records in turn: AUC "
                   f"{auc}, accuracy {found.after.accuracy:.3f}", highlight=False)
         out.print(f"to use them: {found.setting}", highlight=False, soft_wrap=True)  # one line, to copy
+        out.print("then `deepwatch detectors reverdict`, with the same setting, for the records scored before",
+                  highlight=False)
+
+
+@detectors_app.command("reverdict")
+def detectors_reverdict(
+    platform: ListOpt = None,
+    source: ListOpt = None,
+    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
+    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would change; write nothing")] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Work out the scores and verdicts of the records scored before again, with the ensemble's settings as they
+    are now (DEEPWATCH_ENSEMBLE_PLATT, _WEIGHTS, the verdict thresholds), from the detectors' scores the records
+    keep; nothing is scored again. Run it with the settings the serve deployment has."""
+    from serve.ensemble import EnsembleConfig
+    from serve.reverdict import reverdict
+    from storage.errors import StorageError
+    from storage.index import SearchIndexError, open_index
+    from storage.objects import open_object_store
+
+    settings = settings_for(config, data_dir, as_json)
+    query = query_or_fail(as_json, platform=platform, source=source, kind=kind, since=since, until=until)
+    try:
+        index = open_index(settings)
+        try:
+            done = reverdict(index, open_object_store(settings), query, EnsembleConfig.from_settings(settings),
+                             dry_run=dry_run)
+        finally:
+            index.close()
+    except (SearchIndexError, StorageError) as exc:
+        fail(str(exc), 1, as_json)
+    if as_json:
+        emit_json(done.to_json())
+        return
+    out = Console()
+    would = "would change" if dry_run else "changed"
+    out.print(f"{done.examined} records with an ensemble verdict: {done.changed} {would}", highlight=False)
+    for moved, count in sorted(done.transitions.items()):
+        out.print(f"  {moved}: {count}", highlight=False)
+    if done.fake_without_media:
+        out.print(f"[yellow]{len(done.fake_without_media)} now fake without their media stored[/yellow] (scored "
+                  "when only fakes were kept): an export counts them as missing", highlight=False)
 
 
 @models_app.command("pull")

@@ -86,6 +86,12 @@ def ensemble_score(
     return sigmoid(z / total)
 
 
+def face_ensemble(face_scores: Mapping[str, float], config: EnsembleConfig) -> float | None:
+    """One face's ensemble of the detectors that scored it, as records keep it (to 1e-6)."""
+    score = ensemble_score(face_scores, config.platt, config.weights)
+    return None if score is None else round(score, 6)
+
+
 def verdict(score: float | None, fake_threshold: float, real_threshold: float) -> ScoreVerdict:
     if score is None:
         return "no_face"

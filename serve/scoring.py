@@ -24,7 +24,7 @@ from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore
 from deepwatch.digest import sha256_file
 from deepwatch.settings import Settings
 from serve.detectors.base import Detector
-from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, ensemble_score, frame_score, media_score
+from serve.ensemble import EnsembleConfig, ScoreVerdict, decide, face_ensemble, frame_score, media_score
 
 if TYPE_CHECKING:
     from deepwatch.media.faces import FaceBox
@@ -498,11 +498,10 @@ def face_scores(
     faces = []
     for i in range(crops.faces):
         mine = {name: round(float(p[i]), 6) for name, p in alone.items()}
-        score = ensemble_score(mine, config.platt, config.weights)
         turn = crops.face_aligned[i] if len(crops.face_aligned) == crops.faces else None
         faces.append(FaceScore(
             t=round(crops.face_times[i], 3), frame=crops.face_frames[i], box=list(crops.face_boxes[i]),
-            scores=mine, score=None if score is None else round(score, 6), aligned=None if turn is None else list(turn),
+            scores=mine, score=face_ensemble(mine, config), aligned=None if turn is None else list(turn),
         ))
     if len(faces) > limit:
         worst = sorted(range(len(faces)), key=lambda i: -(faces[i].score or 0.0))[:limit]

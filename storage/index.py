@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from storage.hamming import HASH64, HASH256, HashSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Review, Sighting, Verdict
     from deepwatch.settings import Settings
@@ -72,6 +72,15 @@ def record_hashes(record: MediaRecord, kind: str) -> list[str]:
     raise ValueError(f"unknown hash kind {kind!r}: one of {', '.join(HASH_KINDS)}")
 
 
+def changed_record(old: MediaRecord, new: MediaRecord | None) -> MediaRecord | None:
+    """What :meth:`SearchIndex.update_many` writes for a ``change`` that gave ``new``: None when nothing changed."""
+    if new is None or new == old:
+        return None
+    if new.media_id != old.media_id:
+        raise ValueError(f"an update must keep the media_id: {old.media_id} became {new.media_id}")
+    return new
+
+
 @runtime_checkable
 class SearchIndex(Protocol):
     """Every method is atomic on its own, across threads and processes: a read-merge-write never
@@ -104,6 +113,16 @@ class SearchIndex(Protocol):
         """:meth:`add_sighting` for each ``(media_id, sighting)`` in order, in as few round trips as the
         backend allows (the stream's URL hits come in batches), one write per record. Returns for each
         item the head of its record, or None where there is no such record (nothing is raised for it)."""
+        ...
+
+    def update_many(
+        self, media_ids: Sequence[str], change: Callable[[MediaRecord], MediaRecord | None]
+    ) -> list[MediaRecord]:
+        """Rewrite each stored record of ``media_ids`` as ``change`` makes it, each read-change-write atomic as
+        :meth:`upsert`'s: ``change`` sees the record as stored at that moment, so a sighting counted meanwhile
+        is kept, not undone. ``change`` returns None (or an equal record) to leave a record as it is, and may
+        be called more than once for one record (the backend retries on a conflict); it must keep the
+        media_id. Ids without a record are skipped. Returns the records written, in the order given."""
         ...
 
     def get(self, media_id: str) -> MediaRecord | None: ...

@@ -45,7 +45,15 @@ from pydantic import ValidationError
 
 from deepwatch.contracts import MediaRecord, Review, Sighting
 from storage import hamming, merge
-from storage.index import HASH_KINDS, HashKind, RecordHead, SearchIndexError, UnknownMedia, record_hashes
+from storage.index import (
+    HASH_KINDS,
+    HashKind,
+    RecordHead,
+    SearchIndexError,
+    UnknownMedia,
+    changed_record,
+    record_hashes,
+)
 from storage.query import (
     HISTOGRAM_BINS,
     PERCENTILES,
@@ -854,6 +862,27 @@ class ElasticsearchIndex:
                 require_alias=True,
             )
             return after
+
+    def update_many(
+        self, media_ids: Sequence[str], change: Callable[[MediaRecord], MediaRecord | None]
+    ) -> list[MediaRecord]:
+        """One conditional write per record that changes (records that do not are only read)."""
+
+        def keep_or_change(old: MediaRecord | None) -> MediaRecord:
+            assert old is not None
+            return changed_record(old, change(old)) or old  # unchanged since the first read: a no-op write
+
+        written = []
+        for media_id in dict.fromkeys(media_ids):
+            with self._errors(f"update {media_id}"):
+                stored = self._load(media_id)
+                if stored is None or changed_record(stored.record, change(stored.record)) is None:
+                    continue
+                try:
+                    written.append(self._read_merge_write(media_id, keep_or_change, create=False)[1])
+                except UnknownMedia:
+                    continue  # deleted since it was read
+        return written
 
     # --- SearchIndex: reads -----------------------------------------------------------------
     def get(self, media_id: str) -> MediaRecord | None:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +48,15 @@ from storage import hamming, merge
 from storage import search_memory as mirror
 from storage.decoded import DecodedRecords
 from storage.hamming_memory import DEFAULT_MAX_KEYS, HashMemoryIndex, words_of
-from storage.index import HASH_KINDS, HashKind, RecordHead, SearchIndexError, UnknownMedia, record_hashes
+from storage.index import (
+    HASH_KINDS,
+    HashKind,
+    RecordHead,
+    SearchIndexError,
+    UnknownMedia,
+    changed_record,
+    record_hashes,
+)
 from storage.query import (
     HISTOGRAM_BINS,
     Aggregations,
@@ -640,6 +648,26 @@ class SqliteIndex:
             out.append(write.record)
         self._store_many(conn, list(pending.values()))
         return out
+
+    def update_many(
+        self, media_ids: Sequence[str], change: Callable[[MediaRecord], MediaRecord | None]
+    ) -> list[MediaRecord]:
+        wanted = list(dict.fromkeys(media_ids))
+        writes: list[_Write] = []
+        if not wanted:
+            return []
+        with self._write() as conn:
+            stored = self._load_many(conn, wanted)
+            for media_id in wanted:
+                if media_id not in stored:
+                    continue
+                seq, old = stored[media_id]
+                new = changed_record(old, change(old))
+                if new is not None:
+                    writes.append(_Write(seq, old, new))
+            if writes:
+                self._store_many(conn, writes)
+        return [write.record for write in writes]
 
     def add_sighting(self, media_id: str, sighting: Sighting) -> MediaRecord:
         with self._write() as conn:

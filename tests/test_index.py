@@ -102,6 +102,26 @@ def test_add_sighting_to_unknown_media(index: SearchIndex) -> None:
     assert index.get(media_id("nothing")) is None
 
 
+def test_update_many_changes_what_is_stored_when_it_is_written(index: SearchIndex) -> None:
+    index.upsert_many([record(1, sightings=[sighting("https://a.example/1")]), record(2)])
+    seen = index.get(record(1).media_id)
+    assert seen is not None
+    index.add_sighting(seen.media_id, sighting("https://a.example/1", first=T0, count=2))  # counted meanwhile
+
+    def flag(stored: MediaRecord) -> MediaRecord | None:
+        return None if stored.media_id == record(2).media_id else stored.model_copy(update={"verdict": "fake"})
+
+    written = index.update_many([record(1).media_id, record(2).media_id, record("missing").media_id], flag)
+    assert [r.media_id for r in written] == [record(1).media_id]
+    stored = index.get(record(1).media_id)
+    assert stored is not None and stored.verdict == "fake"
+    assert stored.sightings[0].count == 3  # the change saw the record as stored, with the sighting counted
+    assert index.get(record(2).media_id) == record(2)
+    assert index.update_many([record(1).media_id], lambda r: r) == []  # unchanged: nothing written
+    with pytest.raises(ValueError, match="media_id"):
+        index.update_many([record(1).media_id], lambda r: r.model_copy(update={"media_id": record(2).media_id}))
+
+
 def test_find_by_url_and_sha(index: SearchIndex) -> None:
     # Quotes and wildcards in a URL are data, never SQL or patterns.
     odd = "https://example.com/it's%20'quoted'?q=1;DROP%20TABLE%20media;--&x=_%"

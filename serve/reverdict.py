@@ -1,0 +1,96 @@
+"""Verdicts again, from the scores the records hold, after the ensemble's settings changed.
+
+``detectors calibrate`` fits Platt parameters; setting them (or new weights or thresholds) changes the verdicts
+of media scored from then on, while every record scored before keeps the verdict of the old settings, and a
+moderator's search for fakes mixes the two. The ensemble is a function of the per-detector P(fake) a record
+keeps (:mod:`serve.ensemble`), so the records' scores and verdicts can be worked out again without scoring
+anything: :func:`reverdicted` for one record (pure), :func:`reverdict` over the index.
+
+Each record changes in one atomic read-change-write (``SearchIndex.update_many``), so the stream can go on
+counting sightings meanwhile. The result JSON in the object store is rewritten first: a crash between the two
+leaves the index record as it was, and the next run finds it again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from serve.ensemble import EnsembleConfig, decide, face_ensemble
+
+if TYPE_CHECKING:
+    from deepwatch.contracts import MediaRecord
+    from storage.index import SearchIndex
+    from storage.objects import ObjectStore
+    from storage.query import SearchQuery
+
+JUDGED = ("fake", "uncertain", "real")  # verdicts the ensemble gave; no_face and error have no scores to weigh
+BATCH = 200  # records per atomic update: one SQLite transaction
+
+
+def reverdicted(record: MediaRecord, config: EnsembleConfig) -> MediaRecord | None:
+    """``record`` with the score, verdict and face ensembles ``config`` gives its detectors' scores, or None
+    when they are what it holds already (or it has no ensemble verdict to redo)."""
+    if record.verdict not in JUDGED or not record.detectors:
+        return None
+    score, verdict = decide({name: s.p_fake for name, s in record.detectors.items()}, config)
+    faces = [face.model_copy(update={"score": face_ensemble(face.scores, config)}) for face in record.face_scores]
+    if score == record.score and verdict == record.verdict and faces == record.face_scores:
+        return None
+    return record.model_copy(update={"score": score, "verdict": verdict, "face_scores": faces})
+
+
+@dataclass
+class ReverdictSummary:
+    examined: int = 0  # records the filters matched with a verdict of the ensemble's
+    changed: int = 0  # of which got another score (or face scores), written unless dry_run
+    transitions: Counter[str] = field(default_factory=Counter)  # "real -> fake": records whose verdict moved so
+    # newly fake without stored bytes (scored when the store kept only fakes): an export counts them missing
+    fake_without_media: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "examined": self.examined,
+            "changed": self.changed,
+            "verdicts_changed": dict(sorted(self.transitions.items())),
+            "fake_without_media": self.fake_without_media,
+            "dry_run": self.dry_run,
+        }
+
+
+def reverdict(
+    index: SearchIndex,
+    store: ObjectStore,
+    query: SearchQuery,
+    config: EnsembleConfig,
+    *,
+    dry_run: bool = False,
+) -> ReverdictSummary:
+    """Bring the scores and verdicts of the records ``query`` matches in line with ``config``."""
+    from storage.export.select import locate_media
+    from storage.index import iter_search
+
+    summary = ReverdictSummary(dry_run=dry_run)
+    # oldest first: a rewrite changes a record's score, never its first sighting, so no record moves between
+    # the pages still to come
+    records = iter_search(index, query.model_copy(update={"verdict": list(JUDGED), "sort": "oldest"}))
+    while batch := list(itertools.islice(records, BATCH)):
+        summary.examined += len(batch)
+        changes = [(old, new) for old in batch if (new := reverdicted(old, config)) is not None]
+        summary.changed += len(changes)
+        for old, new in changes:
+            if new.verdict != old.verdict:
+                summary.transitions[f"{old.verdict} -> {new.verdict}"] += 1
+                if new.verdict == "fake" and locate_media(store, new) is None:
+                    summary.fake_without_media.append(new.media_id)
+        if dry_run or not changes:
+            continue
+        for _, new in changes:
+            if new.objects.result:
+                store.put(new.objects.result, new.to_json(), content_type="application/json")
+        index.update_many([new.media_id for _, new in changes], lambda stored: reverdicted(stored, config))
+    return summary
+

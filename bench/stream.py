@@ -9,8 +9,9 @@ Each event is validated, looked up (the handled-URL table, or the index the firs
 adds its sighting to the record and publishes a ``ScoredMedia``: no fetch, no scoring. The worker is
 started on a full backlog, so its rate is measured from the moment it began handling its first fetch (the
 line it logs then) to the timestamp of the last result it published, leaving its start-up out and every
-batch in (the first results come only after a whole batch's index write). Every result is checked to be
-a ``url`` hit.
+batch in (the first results come only after a whole batch's index write). The results are read once the
+worker has handled every event (before 2026-12-08 the bench read them meanwhile, on the same two cores),
+and each is checked to be a ``url`` hit.
 
 The peer, measured in the same run on the same event bytes (copied to a topic of its own): a bare
 aiokafka consumer reading every partition from the start and checking each key against an in-memory
@@ -171,12 +172,30 @@ def first_fetch_ms(log_path: Path) -> int:
     return round(local.timestamp() * 1000)
 
 
+HANDLED = re.compile(rb"\[INFO\] handled (\d+) events: ")
+
+
+def handled_events(log_path: Path) -> int:
+    """Events the worker's log says it handled, results published (a redelivered event counts again)."""
+    return sum(int(n) for n in HANDLED.findall(log_path.read_bytes())) if log_path.exists() else 0
+
+
 def ours_once(consumer: KafkaConsumer, proc: ManagedProcess, traces: set[str], timeout_s: float) -> float:
-    """Read the running worker's results until every event in ``traces`` has one; events/s from the start of
-    its first fetch's handling to its last first result. At-least-once: an event redelivered after a
-    restart or a rebalance is published again, so results are told apart by trace id."""
-    stamps: dict[str, int] = {}
+    """Wait until the worker's log says it handled as many events as ``traces`` has (each batch's line comes
+    once the broker has its results), then read the results until every event has one. Events/s from the
+    start of the worker's first fetch's handling to its last first result (a result's timestamp is when the
+    worker produced it). At-least-once: an event redelivered after a restart or a rebalance is published
+    again, so results are told apart by trace id.
+
+    Nothing is read while the worker runs: on two cores, fetching and parsing its results as they came took
+    CPU from the worker and the broker it was measured on (the peer is measured alone). The broker's end
+    offsets cannot tell instead: Tansu's count record batches, not records."""
     end = time.monotonic() + timeout_s
+    while handled_events(proc.log_path) < len(traces):
+        if time.monotonic() > end or not proc.alive():
+            raise RuntimeError(f"fewer than {len(traces)} results; worker: {proc.last_lines(20)}")
+        time.sleep(0.25)
+    stamps: dict[str, int] = {}
     while len(stamps) < len(traces):
         if time.monotonic() > end or not proc.alive():
             raise RuntimeError(f"{len(stamps)} of {len(traces)} results; worker: {proc.last_lines(20)}")
@@ -264,9 +283,9 @@ def measure(n: int, urls: int, repeats: int, scored_video: bool = True) -> tuple
             publish(bs, peer_topic, payloads)
             if {k for k, _ in payloads} - known:
                 raise RuntimeError("an event's key is not a known canonical URL")
+            traces = {parse(UrlDiscovered, v).trace_id for _, v in payloads}
             proc = start_worker(bs, data, r)
             try:
-                traces = {parse(UrlDiscovered, v).trace_id for _, v in payloads}
                 ours.append(ours_once(results, proc, traces, timeout_s=60 + n / 100))
             finally:
                 proc.stop(grace_s=15)

@@ -325,3 +325,24 @@ def test_past_its_deadline_a_wait_for_a_service_that_is_down_gives_way(site: Sit
     stored = [index.get(r.media_id) for r in known]
     assert [r.sightings[0].count for r in stored if r is not None] == [2, 2]  # each: the seed's and one repost
     index.close()
+
+
+def test_a_result_is_what_validating_its_values_gives() -> None:
+    """result_of assembles the result from validated values: it must be the very result that validating them
+    builds, byte for byte, for a URL hit's record head and for a whole record."""
+    from deepwatch.contracts import DetectorScore
+    from storage.index import RecordHead
+    from stream.records import result_of
+    from tests.index_support import record
+
+    event = UrlDiscovered(url="https://video.example/v/1?utm_source=x", canonical_url="https://video.example/v/1",
+                          source="bench", platform="web", discovered_at=datetime(2026, 11, 2, tzinfo=UTC))
+    scores = {"meso4_df": DetectorScore(p_fake=0.8, model_version="2018.1", frames=32)}
+    head = RecordHead(record(1).media_id, "near", "fake", 0.8, scores)
+    for source, dedup in ((head, "url"), (record(2, detectors={"d": 0.2}, score=0.2, verdict="real"), None)):
+        made = result_of(source, event, dedup)
+        validated = ScoredMedia(media_id=source.media_id, trace_id=event.trace_id,
+                                canonical_url=event.canonical_url, dedup=dedup or source.dedup,
+                                verdict=source.verdict, score=source.score, detectors=source.detectors, at=made.at)
+        assert made == validated and made.to_json() == validated.to_json()
+        assert ScoredMedia.model_validate_json(made.to_json()) == made

@@ -374,6 +374,10 @@ def fingerprint(
 
 
 ListOpt = Annotated[list[str] | None, typer.Option(show_default=False)]
+# the search filters that search, export, detectors calibrate and reverdict share
+KindOpt = Annotated[list[str] | None, typer.Option(help="image or video")]
+SinceOpt = Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")]
+UntilOpt = Annotated[str | None, typer.Option(help="seen until (same forms as --since)")]
 
 
 @app.command()
@@ -387,11 +391,11 @@ def search(
     ] = None,
     platform: ListOpt = None,
     source: ListOpt = None,
-    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    kind: KindOpt = None,
     dedup: Annotated[list[str] | None, typer.Option(help="none, url, exact, near")] = None,
     review: Annotated[list[str] | None, typer.Option(help="none (not reviewed), fake, real, unsure")] = None,
-    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
-    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     sort: Annotated[str, typer.Option(help="score_desc, score_asc, newest, oldest")] = "score_desc",
     limit: Annotated[int, typer.Option(help="records per page (1-500)")] = 20,
     cursor: Annotated[str | None, typer.Option(help="the `next` of the previous page")] = None,
@@ -508,11 +512,11 @@ def export(
     detector: Annotated[list[str] | None, typer.Option(help="per-detector range NAME=MIN:MAX")] = None,
     platform: ListOpt = None,
     source: ListOpt = None,
-    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
+    kind: KindOpt = None,
     dedup: Annotated[list[str] | None, typer.Option(help="none, url, exact, near")] = None,
     review: Annotated[list[str] | None, typer.Option(help="none, fake, real, unsure")] = None,
-    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
-    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     include_reviewed_real: Annotated[
         bool, typer.Option("--include-reviewed-real", help="also export flagged items a reviewer labelled real")
     ] = False,
@@ -697,9 +701,9 @@ def detectors_evaluate(
 def detectors_calibrate(
     platform: ListOpt = None,
     source: ListOpt = None,
-    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
-    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
-    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    kind: KindOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     min_per_class: Annotated[
         int, typer.Option(min=2, help="reviewed fakes and reals each before a detector is fitted")
     ] = 10,
@@ -752,9 +756,9 @@ def detectors_calibrate(
 def detectors_reverdict(
     platform: ListOpt = None,
     source: ListOpt = None,
-    kind: Annotated[list[str] | None, typer.Option(help="image or video")] = None,
-    since: Annotated[str | None, typer.Option(help="seen since: 24h, 7d, 2026-11-01, an ISO time")] = None,
-    until: Annotated[str | None, typer.Option(help="seen until (same forms as --since)")] = None,
+    kind: KindOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would change; write nothing")] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,

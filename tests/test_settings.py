@@ -48,6 +48,9 @@ def test_comma_separated_lists_from_environment(monkeypatch: pytest.MonkeyPatch)
         ("api_port: 70000\n", "api_port"),
         ("fetch_allow_networks: ['10.0.0.1/8']\n", "fetch_allow_networks"),
         ("index_backend: mongodb\n", "index_backend"),
+        # YAML's .nan and .inf: a parameter that makes every ensemble score NaN, a weight that makes it fail
+        ("ensemble_platt: {meso4_df: [.nan, 0]}\n", "ensemble_platt.meso4_df.0"),
+        ("ensemble_weights: {meso4_df: .inf}\n", "ensemble_weights.meso4_df"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, field: str) -> None:

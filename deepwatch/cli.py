@@ -728,7 +728,7 @@ def detectors_calibrate(
             index.close()
     except SearchIndexError as exc:
         fail(str(exc), 1, as_json)
-    found = calibrate(evidence, settings.ensemble_weights, min_per_class, truncated)
+    found = calibrate(evidence, settings.ensemble_weights, min_per_class, truncated, settings.ensemble_platt)
     if as_json:
         emit_json(found.to_json())
         return
@@ -747,6 +747,9 @@ def detectors_calibrate(
         auc = "-" if found.after.auc is None else f"{found.after.auc:.3f}"
         out.print(f"the ensemble with parameters fitted without them, on each fifth of the records in turn: AUC "
                   f"{auc}, accuracy {found.after.accuracy:.3f}", highlight=False)
+        in_force = json.dumps({name: list(ab) for name, ab in found.in_force.items()}, separators=(",", ":"))
+        out.print(f"in force now: {in_force if found.in_force else 'none (the identity)'}", highlight=False,
+                  soft_wrap=True)
         out.print(f"to use them: {found.setting}", highlight=False, soft_wrap=True)  # one line, to copy
         out.print("then `deepwatch detectors reverdict`, with the same setting, for the records scored before",
                   highlight=False)

@@ -118,6 +118,9 @@ class Calibration:
     skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it was not fitted
     after: Summary | None = None  # the calibrated ensemble on records held out of its fit (cross-validated)
     truncated: bool = False  # more reviewed records were there than were read
+    # the Platt parameters the settings give the ensemble now (empty: the identity for every detector), to set
+    # beside the fitted ones
+    in_force: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def setting(self) -> str | None:
@@ -135,6 +138,7 @@ class Calibration:
             "skipped": self.skipped,
             "ensemble_after": None if self.after is None else self.after.to_json(),
             "setting": self.setting,
+            "in_force": {name: list(ab) for name, ab in self.in_force.items()},
             "truncated": self.truncated,
         }
 
@@ -144,16 +148,17 @@ def calibrate(
     weights: Mapping[str, float] | None = None,
     min_per_class: int = MIN_PER_CLASS,
     truncated: bool = False,
+    in_force: Mapping[str, tuple[float, float]] | None = None,
 ) -> Calibration:
     """Each detector's agreement with the reviews, its fitted Platt parameters where both classes have at
     least ``min_per_class`` records, and what the ensemble (with ``weights``) would then have said of records
-    it was not fitted on (:func:`cross_validated`)."""
+    it was not fitted on (:func:`cross_validated`); ``in_force``: the parameters the settings give now."""
     names = sorted({name for item in evidence for name in item.p_fake})
     before = [summarize(n, [(e.p_fake[n], e.fake) for e in evidence if n in e.p_fake]) for n in names]
     before.append(summarize(ENSEMBLE, [(e.score, e.fake) for e in evidence if e.score is not None]))
     platt, skipped = fit_detectors(evidence, names, min_per_class)
     after = cross_validated(evidence, names, weights, min_per_class) if platt else None
-    return Calibration(len(evidence), before, platt, skipped, after, truncated)
+    return Calibration(len(evidence), before, platt, skipped, after, truncated, dict(in_force or {}))
 
 
 def fit_detectors(

@@ -330,8 +330,9 @@ def detectors_agreement(
 ) -> dict[str, Any]:
     """How each detector's recorded scores agree with moderators' fake/real reviews (ROC AUC, accuracy at 0.5,
     mean P(fake) per label), and the Platt parameters fitted on them (what `deepwatch detectors calibrate`
-    prints); the filters narrow the records, whose review is always fake or real. The newest ``max_records``
-    are read (each is a whole record): ``truncated`` says whether there were more."""
+    prints), beside those in force (``in_force``: this deployment's settings; empty, the identity); the filters
+    narrow the records, whose review is always fake or real. The newest ``max_records`` are read (each is a
+    whole record): ``truncated`` says whether there were more."""
     from serve.calibration import calibrate, reviewed_evidence
     from storage.index import iter_search
 
@@ -340,7 +341,8 @@ def detectors_agreement(
     except ContractError as exc:
         raise invalid_query(exc) from None
     evidence, truncated = index_call(lambda: reviewed_evidence(iter_search(ctx.index(), query), max_records))
-    return calibrate(evidence, ctx.settings.ensemble_weights, min_per_class, truncated).to_json()
+    settings = ctx.settings
+    return calibrate(evidence, settings.ensemble_weights, min_per_class, truncated, settings.ensemble_platt).to_json()
 
 
 @router.get("/detectors", dependencies=read)

@@ -165,6 +165,11 @@ def test_cli_calibrate_reads_the_reviews_in_the_index(
     monkeypatch.setenv(name, value.strip("'"))
     applied = load_settings(data_dir=tmp_path / "data")
     assert {k: list(v) for k, v in applied.ensemble_platt.items()} == document["platt"]
+    assert document["in_force"] == {}  # fitted with none set
+    again = runner.invoke(app, ["detectors", "calibrate", "--json", "--min-per-class", "5", "--data-dir",
+                                str(settings.data_dir)])
+    assert json.loads(again.stdout)["in_force"] == document["platt"]  # what the ensemble now applies
+    assert json.loads(again.stdout)["platt"] == document["platt"]  # fitted on the recorded scores all the same
     monkeypatch.delenv(name)
 
     narrowed = runner.invoke(app, ["detectors", "calibrate", "--json", "--platform", "tiktok", "--min-per-class",
@@ -175,6 +180,7 @@ def test_cli_calibrate_reads_the_reviews_in_the_index(
     table = runner.invoke(app, ["detectors", "calibrate", "--data-dir", str(settings.data_dir)])
     assert table.exit_code == 0, table.output
     assert "60 reviewed records" in table.output and "to use them: DEEPWATCH_ENSEMBLE_PLATT=" in table.output
+    assert "in force now: none (the identity)" in table.output
     assert "not fitted" not in table.output  # the default wants 10 of each class: there are more
     bad = runner.invoke(app, ["detectors", "calibrate", "--json", "--since", "yesterday-ish", "--data-dir",
                               str(settings.data_dir)])

@@ -400,6 +400,8 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
         expect(cells.nth(3)).to_have_text(str(summary["fakes"]))
         expect(cells.nth(4)).to_have_text("0")
     expect(page.locator("#p-agreement")).to_contain_text("Too few reviews of each label")
+    assert agreement["in_force"] == {}  # the workbench's settings set no Platt parameters
+    expect(page.locator("#a-in-force")).to_have_text("In force in this deployment: none (each detector's score as it is).")
     aggregations = api_get(workbench, "/v1/aggregations")
     expect(page.locator("#p-histogram svg rect.bar")).to_have_count(sum(1 for n in aggregations["score_histogram"] if n))
     expect(page.locator("#p-verdict-time svg rect.bar").first).to_be_visible()

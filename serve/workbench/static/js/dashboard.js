@@ -102,6 +102,9 @@ function agreementPanel(found) {
     h("p", { class: "muted" }, found.setting
       ? `Platt parameters fitted on them (deepwatch detectors calibrate): ${found.setting}`
       : "Too few reviews of each label to fit Platt parameters (deepwatch detectors calibrate)."),
+    h("p", { class: "muted", id: "a-in-force" }, Object.keys(found.in_force || {}).length
+      ? `In force in this deployment: ${JSON.stringify(found.in_force)}.`
+      : "In force in this deployment: none (each detector's score as it is)."),
   ];
 }
 

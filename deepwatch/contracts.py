@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     ValidationError,
     field_validator,
     model_validator,
@@ -320,6 +321,21 @@ class FaceScore(Part):
     )
 
 
+class EnsembleSettings(Part):
+    """The ensemble settings that turned a record's detector scores into its score and verdict (as the
+    settings ``ensemble_platt``, ``ensemble_weights`` and ``verdict_*_threshold`` were then): what a moderator
+    needs to read a verdict, and what ``detectors reverdict`` compares with the settings in force."""
+
+    platt: dict[Annotated[str, Field(min_length=1, max_length=200)], tuple[FiniteFloat, FiniteFloat]] = Field(
+        default_factory=dict, max_length=64, description="per detector (a, b); a detector left out: (1, 0)"
+    )
+    weights: dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[FiniteFloat, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=64, description="per detector; a detector left out weighs 1"
+    )
+    fake_threshold: Probability
+    real_threshold: Probability
+
+
 class Review(Part):
     label: Literal["fake", "real", "unsure"]
     reviewer: Annotated[str, Field(min_length=1, max_length=200)]
@@ -366,6 +382,7 @@ class MediaRecord(Contract):
     )
     score: Probability | None = None
     verdict: Verdict | None = None
+    ensemble: EnsembleSettings | None = Field(None, description="the settings that gave score and verdict")
     error: Annotated[str, Field(max_length=10_000)] | None = None
     review: Review | None = None
     objects: StoredObjects = Field(default_factory=StoredObjects)

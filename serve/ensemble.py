@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from deepwatch.contracts import EnsembleSettings
     from deepwatch.settings import Settings
 
 ScoreVerdict = Literal["fake", "uncertain", "real", "no_face"]
@@ -108,6 +109,13 @@ class EnsembleConfig:
     weights: Mapping[str, float] = field(default_factory=dict)
     fake_threshold: float = 0.7
     real_threshold: float = 0.3
+
+    def recorded(self) -> EnsembleSettings:
+        """These settings as a record keeps them beside the score and verdict they give."""
+        from deepwatch.contracts import EnsembleSettings
+
+        return EnsembleSettings(platt=dict(self.platt), weights=dict(self.weights),
+                                fake_threshold=self.fake_threshold, real_threshold=self.real_threshold)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EnsembleConfig:

@@ -31,21 +31,24 @@ BATCH = 200  # records per atomic update: one SQLite transaction
 
 
 def reverdicted(record: MediaRecord, config: EnsembleConfig) -> MediaRecord | None:
-    """``record`` with the score, verdict and face ensembles ``config`` gives its detectors' scores, or None
-    when they are what it holds already (or it has no ensemble verdict to redo)."""
+    """``record`` with the score, verdict and face ensembles ``config`` gives its detectors' scores, and
+    ``config`` as the settings behind them; None when that is what it holds already (or it has no ensemble
+    verdict to redo). A record scored before records kept their settings gets them recorded when the
+    settings in force give its very scores."""
     if record.verdict not in JUDGED or not record.detectors:
         return None
     score, verdict = decide({name: s.p_fake for name, s in record.detectors.items()}, config)
     faces = [face.model_copy(update={"score": face_ensemble(face.scores, config)}) for face in record.face_scores]
-    if score == record.score and verdict == record.verdict and faces == record.face_scores:
+    ensemble = config.recorded()
+    if (score, verdict, faces, ensemble) == (record.score, record.verdict, record.face_scores, record.ensemble):
         return None
-    return record.model_copy(update={"score": score, "verdict": verdict, "face_scores": faces})
+    return record.model_copy(update={"score": score, "verdict": verdict, "face_scores": faces, "ensemble": ensemble})
 
 
 @dataclass
 class ReverdictSummary:
     examined: int = 0  # records the filters matched with a verdict of the ensemble's
-    changed: int = 0  # of which got another score (or face scores), written unless dry_run
+    changed: int = 0  # of which got another score, face scores or settings recorded, written unless dry_run
     transitions: Counter[str] = field(default_factory=Counter)  # "real -> fake": records whose verdict moved so
     # newly fake without stored bytes (scored when the store kept only fakes): an export counts them missing
     fake_without_media: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore
+from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, EnsembleSettings, FaceScore
 from deepwatch.digest import sha256_file
 from deepwatch.settings import Settings
 from serve.detectors.base import Detector
@@ -71,6 +71,7 @@ class ScoreResult:
     faces: int  # face crops scored
     per_face: dict[str, list[float]] = field(default_factory=dict)  # per detector, per face (a clip's one score)
     face_scores: list[FaceScore] = field(default_factory=list)  # per face: where, when and its scores
+    ensemble: EnsembleSettings | None = None  # the settings that gave score and verdict
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class ScoreResult:
             "frames": self.frames,
             "faces": self.faces,
             "face_scores": [f.model_dump(mode="json") for f in self.face_scores],
+            "ensemble": None if self.ensemble is None else self.ensemble.model_dump(mode="json"),
         }
 
 
@@ -522,7 +524,7 @@ def finish(
     timings = {**crops.timings, **timings, "ensemble": time.perf_counter() - started}
     return ScoreResult(
         crops.media_id, crops.kind, decided, score, scores, timings, crops.frames, crops.faces,
-        per_face=per_face, face_scores=face_scores(crops, scores, per_face, config),
+        per_face=per_face, face_scores=face_scores(crops, scores, per_face, config), ensemble=config.recorded(),
     )
 
 

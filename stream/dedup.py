@@ -88,7 +88,8 @@ def sighting_of(event: UrlDiscovered, applied: dict[str, EventPosition] | None =
 
 def near_duplicate_record(new: MediaRecord, original: MediaRecord) -> MediaRecord:
     """``new`` (fingerprinted, not scored) as a near-duplicate of the scored ``original``: its verdict,
-    score and detector scores are the original's; its identity, sightings and objects its own."""
+    score, detector scores and the ensemble settings behind them are the original's; its identity,
+    sightings and objects its own."""
     return MediaRecord.model_validate(
         {
             **new.model_dump(),
@@ -97,5 +98,6 @@ def near_duplicate_record(new: MediaRecord, original: MediaRecord) -> MediaRecor
             "detectors": {name: score.model_dump() for name, score in original.detectors.items()},
             "score": original.score,
             "verdict": original.verdict,
+            "ensemble": None if original.ensemble is None else original.ensemble.model_dump(),
         }
     )

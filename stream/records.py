@@ -77,6 +77,7 @@ def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> 
             "face_scores": answer.face_scores,
             "score": answer.score,
             "verdict": answer.verdict,
+            "ensemble": answer.ensemble,
             "objects": objects,
             "timings": timings,
         }

@@ -28,7 +28,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deepwatch.backoff import retry_after_seconds
-from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, FaceScore, Probability, Verdict
+from deepwatch.contracts import MAX_FACE_SCORES, DetectorScore, EnsembleSettings, FaceScore, Probability, Verdict
 from deepwatch.settings import Settings, parse_api_key
 from stream.retry import Backoff, GiveWay, past
 
@@ -61,6 +61,7 @@ class ScoreAnswer(BaseModel):
     faces: int = 0
     # absent from an API older than per-face scores: the record then has none
     face_scores: list[FaceScore] = Field(default_factory=list, max_length=MAX_FACE_SCORES)
+    ensemble: EnsembleSettings | None = None  # absent from an API older than it
 
 
 class CircuitBreaker:

@@ -34,12 +34,19 @@ CALIBRATED = EnsembleConfig(platt={"meso4_df": (3.0, 1.0), "meso4_f2f": (0.5, -1
 def judged(n: int, scores: dict[str, float], config: EnsembleConfig = IDENTITY, **fields: object) -> MediaRecord:
     """A record as the stream writes it: ``scores`` per detector, their ensemble under ``config``."""
     score, verdict = decide(scores, config)
-    return record(n, detectors=scores, score=score, verdict=verdict, **fields)
+    return record(n, detectors=scores, score=score, verdict=verdict, ensemble=config.recorded(), **fields)
 
 
 def test_a_record_scored_with_the_settings_in_force_is_left_alone() -> None:
     assert reverdicted(judged(1, {"meso4_df": 0.8, "meso4_f2f": 0.4}), IDENTITY) is None
     assert reverdicted(judged(1, {"meso4_df": 0.8}, CALIBRATED), CALIBRATED) is None
+
+
+def test_a_record_from_before_settings_were_recorded_gets_them_when_they_give_its_scores() -> None:
+    older = judged(1, {"meso4_df": 0.8, "meso4_f2f": 0.4}).model_copy(update={"ensemble": None})
+    stamped = reverdicted(older, IDENTITY)
+    assert stamped is not None and stamped.ensemble == IDENTITY.recorded()
+    assert (stamped.score, stamped.verdict) == (older.score, older.verdict)
 
 
 def test_only_verdicts_the_ensemble_gave_are_redone() -> None:
@@ -70,6 +77,8 @@ def test_reverdicting_is_what_scoring_with_the_new_settings_gives() -> None:
     assert redone is not None
     assert (redone.score, redone.verdict, redone.face_scores) == (wanted.score, wanted.verdict, wanted.face_scores)
     assert redone.face_scores != before.face_scores
+    assert (before.ensemble, redone.ensemble) == (IDENTITY.recorded(), CALIBRATED.recorded()) == (
+        before.ensemble, wanted.ensemble)
     assert reverdicted(redone, CALIBRATED) is None
 
 

@@ -126,6 +126,9 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     near = index.get(results[3].media_id)
     assert near is not None and near.dedup == "near" and near.duplicate_of == a_id
     assert (near.verdict, near.score, near.detectors) == (rec_a.verdict, rec_a.score, rec_a.detectors)
+    # the ensemble settings behind the verdict, the scoring's own, go with it (to the near-duplicate too)
+    assert rec_a.ensemble is not None and rec_a.ensemble.fake_threshold == settings.verdict_fake_threshold
+    assert near.ensemble == rec_a.ensemble
     clip = index.get(results[5].media_id)
     assert clip is not None and clip.kind == "video" and clip.media.duration
     # per-face scores, in time order, as the detectors gave them: each frame's worst face, averaged, is the media score

@@ -28,6 +28,7 @@ from playwright import sync_api  # the test extra; a missing install fails here,
 
 from deepwatch.contracts import (
     DetectorScore,
+    EnsembleSettings,
     FaceScore,
     Hints,
     MediaInfo,
@@ -129,6 +130,7 @@ def seed(settings, clips: Clips) -> tuple[MediaRecord, MediaRecord, MediaRecord,
                  title="Senator confesses everything", uploader="news-bot"),
         sighting("https://mirror.example/abc.mp4", first=T0 + timedelta(hours=2), platform="web", source="feed"),
     ], stored(fp.sha256, original, "mp4", "video/mp4", 0)), 0.93, "fake", timings={"fetch": 0.8, "score": 1.6},
+        ensemble=EnsembleSettings(platt={"mesonet": (1.5, -0.25)}, fake_threshold=0.7, real_threshold=0.3),
         face_scores=fixture_faces(scored_frames(original, settings, fp.to_contract().face_times),
                                   fp.to_contract().face_boxes))
     copy = scored(clip_record(copy_fp, [
@@ -361,6 +363,8 @@ def test_search_review_and_dashboard(workbench: Seeded, browser, capsys: pytest.
     expect(history).to_contain_text("fake (was none) by moderator")
     expect(history.locator("blockquote")).to_have_text("face boundary flickers at 0:02 <b>not bold</b>")
     expect(page.locator("dd[data-fact=review]")).to_contain_text("fake by moderator")
+    expect(page.locator("dd[data-fact='ensemble settings']")).to_have_text(
+        "fake at 0.7 or above, real at 0.3 or below; Platt: mesonet (1.5, -0.25); weights: all 1")
     shot(page, "media")
     record = api_get(workbench, f"/v1/media/{workbench.fake.media_id}")["record"]
     assert record["review"]["label"] == "fake" and record["review"]["reviewer"] == "moderator"

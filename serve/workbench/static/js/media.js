@@ -32,6 +32,15 @@ async function player(record, links) {
   return box;
 }
 
+// The settings that turned the detectors' scores into the verdict (records scored before they were kept: none).
+function ensembleSettings(settings) {
+  if (!settings) return null;
+  const platt = Object.entries(settings.platt || {}).map(([name, [a, b]]) => `${name} (${a}, ${b})`).join(", ");
+  const weights = Object.entries(settings.weights || {}).map(([name, w]) => `${name} ${w}`).join(", ");
+  return `fake at ${settings.fake_threshold} or above, real at ${settings.real_threshold} or below; ` +
+    `Platt: ${platt || "none"}; weights: ${weights || "all 1"}`;
+}
+
 function facts(record) {
   const info = record.media || {};
   const rows = [
@@ -39,6 +48,7 @@ function facts(record) {
     ["kind", record.kind],
     ["verdict", verdictBadge(record.verdict)],
     ["ensemble score", fmtScore(record.score)],
+    ["ensemble settings", ensembleSettings(record.ensemble)],
     ["first seen", fmtTime(record.first_seen)],
     ["last seen", fmtTime(record.last_seen)],
     ["sightings", String(sightingCount(record))],

@@ -321,16 +321,20 @@ class FaceScore(Part):
     )
 
 
+EnsembleName = Annotated[str, Field(min_length=1, max_length=200)]  # a detector's name in the ensemble settings
+
+
 class EnsembleSettings(Part):
     """The ensemble settings that turned a record's detector scores into its score and verdict (as the
     settings ``ensemble_platt``, ``ensemble_weights`` and ``verdict_*_threshold`` were then): what a moderator
     needs to read a verdict, and what ``detectors reverdict`` compares with the settings in force."""
 
-    platt: dict[Annotated[str, Field(min_length=1, max_length=200)], tuple[FiniteFloat, FiniteFloat]] = Field(
-        default_factory=dict, max_length=64, description="per detector (a, b); a detector left out: (1, 0)"
+    # the names and values the settings accept (deepwatch.settings checks them the same way when it loads)
+    platt: dict[EnsembleName, tuple[FiniteFloat, FiniteFloat]] = Field(
+        default_factory=dict, description="per detector (a, b); a detector left out: (1, 0)"
     )
-    weights: dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[FiniteFloat, Field(ge=0)]] = Field(
-        default_factory=dict, max_length=64, description="per detector; a detector left out weighs 1"
+    weights: dict[EnsembleName, Annotated[FiniteFloat, Field(ge=0)]] = Field(
+        default_factory=dict, description="per detector; a detector left out weighs 1"
     )
     fake_threshold: Probability
     real_threshold: Probability

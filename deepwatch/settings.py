@@ -27,7 +27,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from deepwatch.contracts import ContractError
+from deepwatch.contracts import ContractError, EnsembleName
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MASK = "**********"
@@ -304,10 +304,10 @@ class Settings(BaseSettings):
         "(0: one per CPU OpenCV sees, container limits included; 1: one pass at a time on OpenCV's own threads)",
     )
     # finite: an infinite weight or a NaN parameter would make every ensemble score NaN or an error at scoring
-    ensemble_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+    ensemble_weights: dict[EnsembleName, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="per-detector weight in the ensemble (JSON in the environment); default 1"
     )
-    ensemble_platt: dict[str, tuple[FiniteFloat, FiniteFloat]] = Field(
+    ensemble_platt: dict[EnsembleName, tuple[FiniteFloat, FiniteFloat]] = Field(
         default_factory=dict, description="per-detector Platt (a, b): sigmoid(a*logit(p)+b); default (1, 0)"
     )
     verdict_fake_threshold: float = Field(0.7, gt=0, lt=1, description="ensemble score at or above: fake")

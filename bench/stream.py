@@ -10,7 +10,8 @@ adds its sighting to the record and publishes a ``ScoredMedia``: no fetch, no sc
 started on a full backlog, so its rate is measured from the moment it began handling its first fetch (the
 line it logs then) to the timestamp of the last result it published, leaving its start-up out and every
 batch in (the first results come only after a whole batch's index write). The results are read once the
-worker has handled every event (before 2026-12-08 the bench read them meanwhile, on the same two cores),
+worker has handled every event (runs kept before stream-2026-12-07-s20.json read them meanwhile, on the
+same two cores),
 and each is checked to be a ``url`` hit.
 
 The peer, measured in the same run on the same event bytes (copied to a topic of its own): a bare

@@ -743,13 +743,13 @@ def detectors_calibrate(
                   + (f", Platt a={fitted[0]:.4f} b={fitted[1]:.4f}" if fitted else ""), highlight=False)
     for name, why in found.skipped.items():
         out.print(f"  [yellow]not fitted[/yellow] {name}: {why}", highlight=False)
+    in_force = json.dumps({name: list(ab) for name, ab in found.in_force.items()}, separators=(",", ":"))
+    out.print(f"in force now: {in_force if found.in_force else 'none (the identity)'}", highlight=False,
+              soft_wrap=True)
     if found.after is not None and found.after.accuracy is not None:
         auc = "-" if found.after.auc is None else f"{found.after.auc:.3f}"
         out.print(f"the ensemble with parameters fitted without them, on each fifth of the records in turn: AUC "
                   f"{auc}, accuracy {found.after.accuracy:.3f}", highlight=False)
-        in_force = json.dumps({name: list(ab) for name, ab in found.in_force.items()}, separators=(",", ":"))
-        out.print(f"in force now: {in_force if found.in_force else 'none (the identity)'}", highlight=False,
-                  soft_wrap=True)
         out.print(f"to use them: {found.setting}", highlight=False, soft_wrap=True)  # one line, to copy
         out.print("then `deepwatch detectors reverdict`, with the same setting, for the records scored before",
                   highlight=False)

@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepwatch.cli import app
-from deepwatch.contracts import DetectorScore, Fingerprints, MediaRecord, Review, StoredObjects
+from deepwatch.contracts import DetectorScore, EnsembleSettings, Fingerprints, MediaRecord, Review, StoredObjects
 from deepwatch.settings import Settings, load_settings
 from storage.export import ExportProgress, ExportRequest, run_export
 from storage.export.select import routes
@@ -36,6 +36,7 @@ from tests.index_support import HOUR, T0, sighting
 from tests.media_support import image_bytes, pattern, video_file
 
 EVEN = (0.34, 0.33, 0.33)  # more splits in play than 80/10/10 with a dozen clusters
+SETTINGS_BEHIND = EnsembleSettings(platt={"mesonet4": (1.5, -0.2)}, fake_threshold=0.7, real_threshold=0.3)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
     fake = {"verdict": "fake", "score": 0.91}
     review = lambda label: Review(label=label, reviewer="mod-ana", at=T0 + 100 * HOUR, note=f"looked: {label}")  # noqa: E731
     records = [
-        _record(ids["orig"], "video", 1, **fake),
+        _record(ids["orig"], "video", 1, ensemble=SETTINGS_BEHIND, **fake),
         _record(ids["dup"], "video", 2, dedup="near", duplicate_of=ids["orig"], **fake),
         _record(ids["variant"], "image", 3, variant_of=ids["dup"], **fake),
         _record(ids["lone_clip"], "video", 4, **fake),
@@ -192,6 +193,8 @@ def test_hf_export_manifests_splits_resume_and_repair(seed: Seed, tmp_path: Path
     assert first["sha256"] == ids["orig"] and first["kind"] == "video" and first["ext"] == "mp4"
     assert first["label"] == "fake" and first["verdict"] == "fake" and first["score"] == 0.91
     assert first["p_fake_mesonet4"] == pytest.approx(0.89) and first["p_fake_mesoinception4"] == 0.8
+    assert EnsembleSettings.model_validate_json(first["ensemble"]) == SETTINGS_BEHIND
+    assert rows[ids["single"]]["ensemble"] is None  # scored before records kept their settings
     assert first["source_urls"] == ["https://video.example/1"] and first["platform"] == "tiktok"
     assert first["first_seen"] == (T0 + HOUR).isoformat() and first["bytes"] == len(seed.blobs["orig"])
     reviewed = rows[ids["reviewed_fake"]]

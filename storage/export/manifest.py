@@ -34,6 +34,7 @@ BASE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("score", pa.float64()),
 ]
 TAIL_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("ensemble", pa.string()),  # JSON text: the ensemble settings behind verdict and score (MediaRecord.ensemble)
     ("kind", pa.string()),
     ("ext", pa.string()),
     ("bytes", pa.int64()),
@@ -77,6 +78,7 @@ def manifest_row(
         "verdict": record.verdict,
         "score": record.score,
         **{f"{DETECTOR_PREFIX}{name}": s.p_fake for name, s in sorted(record.detectors.items())},
+        "ensemble": None if record.ensemble is None else record.ensemble.model_dump_json(),
         "kind": record.kind,
         "ext": ext,
         "bytes": size,
@@ -237,8 +239,9 @@ lands in two splits. The `cluster` column names each item's cluster.
 `metadata.parquet`, `metadata.csv` and `metadata.jsonl` at the top list every item, with
 `file_name` relative to the top folder. Columns: `media_id` (= `sha256` of the bytes), `split`,
 `cluster`, `label`, `verdict`, `score` (the ensemble's P(fake)), `p_fake_<detector>` per detector,
-`kind`, `ext`, `bytes`, `platform` (of the first sighting), `platforms`, `source_urls`,
-`sightings`, `first_seen`, `last_seen`, `dedup`, `duplicate_of`, `variant_of`, `review_*`,
-`duration`, `width`, `height`. In the CSV, lists are JSON text.
+`ensemble` (the Platt parameters, weights and thresholds that gave verdict and score, as JSON text; empty
+for media scored before they were recorded), `kind`, `ext`, `bytes`, `platform` (of the first sighting),
+`platforms`, `source_urls`, `sightings`, `first_seen`, `last_seen`, `dedup`, `duplicate_of`, `variant_of`,
+`review_*`, `duration`, `width`, `height`. In the CSV, lists are JSON text.
 """
     return "\n".join(header) + "\n" + body

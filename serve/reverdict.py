@@ -14,6 +14,7 @@ leaves the index record as it was, and the next run finds it again.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from storage.index import SearchIndex
     from storage.objects import ObjectStore
     from storage.query import SearchQuery
+
+log = logging.getLogger(__name__)
 
 JUDGED = ("fake", "uncertain", "real")  # verdicts the ensemble gave; no_face and error have no scores to weigh
 BATCH = 200  # records per atomic update: one SQLite transaction
@@ -89,11 +92,13 @@ def reverdict(
                 summary.transitions[f"{old.verdict} -> {new.verdict}"] += 1
                 if new.verdict == "fake" and locate_media(store, new) is None:
                     summary.fake_without_media.append(new.media_id)
-        if dry_run or not changes:
-            continue
-        for _, new in changes:
-            if new.objects.result:
-                store.put(new.objects.result, new.to_json(), content_type="application/json")
-        index.update_many([new.media_id for _, new in changes], lambda stored: reverdicted(stored, config))
+        if changes and not dry_run:
+            for _, new in changes:
+                if new.objects.result:
+                    store.put(new.objects.result, new.to_json(), content_type="application/json")
+            index.update_many([new.media_id for _, new in changes], lambda stored: reverdicted(stored, config))
+        # a whole index takes minutes (each record is read whole): say how far it is
+        log.info("%d records examined, %d %s so far", summary.examined, summary.changed,
+                 "would change" if dry_run else "changed")
     return summary
 

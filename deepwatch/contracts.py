@@ -321,7 +321,11 @@ class FaceScore(Part):
     )
 
 
-EnsembleName = Annotated[str, Field(min_length=1, max_length=200)]  # a detector's name in the ensemble settings
+# What the ensemble settings take, here and in deepwatch.settings: a detector's name, its Platt (a, b) and its
+# weight, finite (a NaN parameter or an infinite weight would make every ensemble score NaN or fail)
+EnsembleName = Annotated[str, Field(min_length=1, max_length=200)]
+PlattPair = tuple[FiniteFloat, FiniteFloat]
+EnsembleWeight = Annotated[FiniteFloat, Field(ge=0)]
 
 
 class EnsembleSettings(Part):
@@ -329,11 +333,10 @@ class EnsembleSettings(Part):
     settings ``ensemble_platt``, ``ensemble_weights`` and ``verdict_*_threshold`` were then): what a moderator
     needs to read a verdict, and what ``detectors reverdict`` compares with the settings in force."""
 
-    # the names and values the settings accept (deepwatch.settings checks them the same way when it loads)
-    platt: dict[EnsembleName, tuple[FiniteFloat, FiniteFloat]] = Field(
+    platt: dict[EnsembleName, PlattPair] = Field(
         default_factory=dict, description="per detector (a, b); a detector left out: (1, 0)"
     )
-    weights: dict[EnsembleName, Annotated[FiniteFloat, Field(ge=0)]] = Field(
+    weights: dict[EnsembleName, EnsembleWeight] = Field(
         default_factory=dict, description="per detector; a detector left out weighs 1"
     )
     fake_threshold: Probability

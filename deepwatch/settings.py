@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, FiniteFloat, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,7 +27,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from deepwatch.contracts import ContractError, EnsembleName
+from deepwatch.contracts import ContractError, EnsembleName, EnsembleWeight, PlattPair
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MASK = "**********"
@@ -303,11 +303,11 @@ class Settings(BaseSettings):
         description="face detector passes run at once while scoring a video, one OpenCV thread each "
         "(0: one per CPU OpenCV sees, container limits included; 1: one pass at a time on OpenCV's own threads)",
     )
-    # finite: an infinite weight or a NaN parameter would make every ensemble score NaN or an error at scoring
-    ensemble_weights: dict[EnsembleName, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+    # the types records keep them under (deepwatch.contracts.EnsembleSettings), so a bad value fails here
+    ensemble_weights: dict[EnsembleName, EnsembleWeight] = Field(
         default_factory=dict, description="per-detector weight in the ensemble (JSON in the environment); default 1"
     )
-    ensemble_platt: dict[EnsembleName, tuple[FiniteFloat, FiniteFloat]] = Field(
+    ensemble_platt: dict[EnsembleName, PlattPair] = Field(
         default_factory=dict, description="per-detector Platt (a, b): sigmoid(a*logit(p)+b); default (1, 0)"
     )
     verdict_fake_threshold: float = Field(0.7, gt=0, lt=1, description="ensemble score at or above: fake")

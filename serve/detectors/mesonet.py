@@ -37,11 +37,12 @@ INPUT_SIZE = 256
 BN_EPS = 1e-3
 LEAKY_SLOPE = 0.1
 # Crops per forward pass on the CPU. The first maps are full-size (256x256, up to 11 channels, a few MB a
-# crop): for a few crops they stay in the caches between layers, for 32 they do not, and a pass over 32 ran
-# 25-40 % fewer crops a second than four passes over 8 (2-core machine, 16 MB L3). Passes of 4 looked better
-# with two detector processes alone, but through Serve (four replicas on the two cores) they gave 215-218
-# detector-crops/s against 230-244 for passes of 8. A GPU wants big batches.
-CPU_CHUNK = 8
+# crop): for a few crops they stay in the caches between layers, for many they do not. What "a few" is
+# depends on the caches. Through Serve (four replicas on two cores, bench serve), detector-crops/s:
+# - 2026-12-07, AMD EPYC with 2 MB L2 a core and 32 MB L3: passes of 2: 385, of 4: 388 and 388, of 8: 264;
+# - 2026-12-05, a machine with 16 MB L3: passes of 4: 215-218, of 8: 230-244.
+# Passes of 4 lose little where 8 win and win much where 8 lose. A GPU wants big batches.
+CPU_CHUNK = 4
 
 
 def max_pool(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -795,6 +795,10 @@ def detectors_reverdict(
     out.print(f"{done.examined} records with an ensemble verdict: {done.changed} {would}", highlight=False)
     for moved, count in sorted(done.transitions.items()):
         out.print(f"  {moved}: {count}", highlight=False)
+    if done.copied_to_flagged:
+        copied = "would be copied" if dry_run else "copied"
+        out.print(f"{done.copied_to_flagged} now fake {copied} under flagged/, as the stream keeps a fake's bytes",
+                  highlight=False)
     if done.fake_without_media:
         out.print(f"[yellow]{len(done.fake_without_media)} now fake without their media stored[/yellow] (scored "
                   "when only fakes were kept): an export counts them as missing", highlight=False)

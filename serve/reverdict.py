@@ -7,8 +7,10 @@ keeps (:mod:`serve.ensemble`), so the records' scores and verdicts can be worked
 anything: :func:`reverdicted` for one record (pure), :func:`reverdict` over the index.
 
 Each record changes in one atomic read-change-write (``SearchIndex.update_many``), so the stream can go on
-counting sightings meanwhile. The result JSON in the object store is rewritten first: a crash between the two
-leaves the index record as it was, and the next run finds it again.
+counting sightings meanwhile. A record turned fake gets its stored bytes copied under ``flagged/``, as the
+stream keeps a fake's, and then the result JSON in the object store is rewritten: both before the index record,
+so a crash in between leaves that as it was, and the next run finds it again (the copy is keyed by content).
+A record that stops being fake keeps its ``flagged/`` copy: bytes are never dropped on a calibration's word.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,7 @@ class ReverdictSummary:
     transitions: Counter[str] = field(default_factory=Counter)  # "real -> fake": records whose verdict moved so
     # newly fake without stored bytes (scored when the store kept only fakes): an export counts them missing
     fake_without_media: list[str] = field(default_factory=list)
+    copied_to_flagged: int = 0  # newly fake whose kept bytes were copied under flagged/ (or would be)
     dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +67,7 @@ class ReverdictSummary:
             "changed": self.changed,
             "verdicts_changed": dict(sorted(self.transitions.items())),
             "fake_without_media": self.fake_without_media,
+            "copied_to_flagged": self.copied_to_flagged,
             "dry_run": self.dry_run,
         }
 
@@ -76,7 +81,6 @@ def reverdict(
     dry_run: bool = False,
 ) -> ReverdictSummary:
     """Bring the scores and verdicts of the records ``query`` matches in line with ``config``."""
-    from storage.export.select import locate_media
     from storage.index import iter_search
 
     summary = ReverdictSummary(dry_run=dry_run)
@@ -87,18 +91,59 @@ def reverdict(
         summary.examined += len(batch)
         changes = [(old, new) for old in batch if (new := reverdicted(old, config)) is not None]
         summary.changed += len(changes)
+        flagged: dict[str, str] = {}  # media id -> its flagged/ key, for records turned fake that have bytes
         for old, new in changes:
             if new.verdict != old.verdict:
                 summary.transitions[f"{old.verdict} -> {new.verdict}"] += 1
-                if new.verdict == "fake" and locate_media(store, new) is None:
-                    summary.fake_without_media.append(new.media_id)
+                if new.verdict == "fake":
+                    key = flag(store, new, dry_run)
+                    if key is None:
+                        summary.fake_without_media.append(new.media_id)
+                    elif key != new.objects.media:
+                        flagged[new.media_id] = key
+        summary.copied_to_flagged += len(flagged)
         if changes and not dry_run:
             for _, new in changes:
                 if new.objects.result:
-                    store.put(new.objects.result, new.to_json(), content_type="application/json")
-            index.update_many([new.media_id for _, new in changes], lambda stored: reverdicted(stored, config))
+                    store.put(new.objects.result, with_media(new, flagged).to_json(), content_type="application/json")
+            index.update_many([new.media_id for _, new in changes], _change(config, flagged))
         # a whole index takes minutes (each record is read whole): say how far it is
         log.info("%d records examined, %d %s so far", summary.examined, summary.changed,
                  "would change" if dry_run else "changed")
     return summary
 
+
+def flag(store: ObjectStore, record: MediaRecord, dry_run: bool) -> str | None:
+    """The ``flagged/`` key of ``record`` (newly fake), its stored bytes copied there unless they are there
+    already or ``dry_run``; None when no bytes of it are stored."""
+    from storage import keys
+    from storage.export.select import locate_media
+
+    found = locate_media(store, record)
+    if found is None:
+        return None
+    key, ext, _ = found
+    flagged = keys.flagged_key(record.media_id, ext)
+    if key != flagged and not dry_run:
+        content_type = store.stat(key).content_type
+        with store.get(key) as stream:
+            store.put(flagged, stream.iter_chunks(), content_type=content_type)
+    return flagged
+
+
+def with_media(record: MediaRecord, flagged: dict[str, str]) -> MediaRecord:
+    """``record`` pointing at its ``flagged/`` copy where ``flagged`` has one."""
+    if record.media_id not in flagged or record.objects.media == flagged[record.media_id]:
+        return record
+    objects = record.objects.model_copy(update={"media": flagged[record.media_id]})
+    return record.model_copy(update={"objects": objects})
+
+
+def _change(config: EnsembleConfig, flagged: dict[str, str]) -> Callable[[MediaRecord], MediaRecord | None]:
+    """The change ``update_many`` applies to each record as stored at that moment."""
+
+    def change(stored: MediaRecord) -> MediaRecord | None:
+        new = reverdicted(stored, config)
+        return None if new is None else with_media(new, flagged)
+
+    return change

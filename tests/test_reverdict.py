@@ -84,8 +84,9 @@ def test_reverdicting_is_what_scoring_with_the_new_settings_gives() -> None:
 
 @pytest.fixture
 def scored_index(tmp_path: Path) -> Settings:
-    """Records scored under the identity: two whose verdicts a calibration moves, one whose score only, and two
-    it must leave alone. The first keeps its bytes under flagged/ (so does the test's result JSON); the second has none."""
+    """Records scored under the identity: three whose verdicts a calibration moves, one whose score only, and two
+    it must leave alone. Of the three, the first keeps its bytes under flagged/, the second has none, the third
+    (number 6) keeps them under media/."""
     settings = load_settings(data_dir=tmp_path / "data")
     store = open_object_store(settings)
     moving = judged(1, {"meso4_df": 0.6, "meso4_f2f": 0.5}, sightings=[sighting("https://t.example/1", platform="tiktok")],
@@ -93,12 +94,19 @@ def scored_index(tmp_path: Path) -> Settings:
                                           result=keys.result_key(record(1).media_id)))
     store.put(moving.objects.media, b"bytes of the clip")
     store.put(moving.objects.result, moving.to_json())
+    # scored while the store kept all media: its bytes under media/, as the stream leaves a non-fake's
+    kept = judged(6, {"meso4_df": 0.6, "meso4_f2f": 0.5},
+                  objects=StoredObjects(media=keys.media_key(record(6).media_id, "mp4"),
+                                        result=keys.result_key(record(6).media_id)))
+    store.put(kept.objects.media, b"bytes of another clip", content_type="video/mp4")
+    store.put(kept.objects.result, kept.to_json())
     records = [
         moving,
         judged(2, {"meso4_df": 0.65}, sightings=[sighting("https://y.example/2", platform="youtube")]),
         judged(3, {"meso4_df": 0.05, "meso4_f2f": 0.05}),  # real either way
         record(4, verdict="no_face"),
         record(5, verdict="error", error="HTTP 404"),
+        kept,
     ]
     index = open_index(settings)
     index.upsert_many(records)
@@ -121,7 +129,7 @@ def test_cli_reverdict_rewrites_records_and_results_once(
 ) -> None:
     settings, runner = scored_index, CliRunner()
     argv = ["detectors", "reverdict", "--json", "--data-dir", str(settings.data_dir)]
-    before = {n: _stored(settings, n) for n in range(1, 6)}
+    before = {n: _stored(settings, n) for n in range(1, 7)}
     unchanged = runner.invoke(app, argv)
     assert unchanged.exit_code == 0, unchanged.output
     assert json.loads(unchanged.stdout)["changed"] == 0  # the settings they were scored with
@@ -131,9 +139,11 @@ def test_cli_reverdict_rewrites_records_and_results_once(
     dry = runner.invoke(app, [*argv, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     counted = json.loads(dry.stdout)
-    assert counted == {"examined": 3, "changed": 3, "verdicts_changed": {"uncertain -> fake": 2},
-                       "fake_without_media": [record(2).media_id], "dry_run": True}
-    assert {n: _stored(settings, n) for n in range(1, 6)} == before
+    assert counted == {"examined": 4, "changed": 4, "verdicts_changed": {"uncertain -> fake": 3},
+                       "fake_without_media": [record(2).media_id], "copied_to_flagged": 1, "dry_run": True}
+    assert {n: _stored(settings, n) for n in range(1, 7)} == before
+    flagged = keys.flagged_key(record(6).media_id, "mp4")
+    assert not open_object_store(settings).exists(flagged)
 
     narrowed = runner.invoke(app, [*argv, "--platform", "youtube"])
     assert narrowed.exit_code == 0, narrowed.output
@@ -142,7 +152,7 @@ def test_cli_reverdict_rewrites_records_and_results_once(
 
     done = runner.invoke(app, argv)
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout)["changed"] == 2
+    assert json.loads(done.stdout)["changed"] == 3 and json.loads(done.stdout)["copied_to_flagged"] == 1
     for n in (1, 2, 3):
         wanted = decide({k: s.p_fake for k, s in before[n].detectors.items()}, CALIBRATED)
         assert (_stored(settings, n).score, _stored(settings, n).verdict) == wanted
@@ -151,9 +161,17 @@ def test_cli_reverdict_rewrites_records_and_results_once(
     stored = open_object_store(settings)
     with stored.get(before[1].objects.result or "") as result:  # the result JSON follows the record
         assert MediaRecord.model_validate_json(result.read()).verdict == "fake"
+    # newly fake with kept bytes: copied under flagged/ as the stream keeps a fake's, and the record points there
+    assert _stored(settings, 6).objects.media == flagged
+    with stored.get(flagged) as copy:
+        assert copy.read() == b"bytes of another clip"
+    assert stored.stat(flagged).content_type == "video/mp4" and stored.exists(before[6].objects.media or "")
+    with stored.get(before[6].objects.result or "") as result:
+        assert MediaRecord.model_validate_json(result.read()).objects.media == flagged
+    assert _stored(settings, 1).objects.media == before[1].objects.media  # under flagged/ already
     assert json.loads(runner.invoke(app, argv).stdout)["changed"] == 0  # a second run finds nothing to do
 
     table = runner.invoke(app, ["detectors", "reverdict", "--dry-run", "--data-dir", str(settings.data_dir)])
-    assert table.exit_code == 0 and "3 records with an ensemble verdict: 0 would change" in table.output
+    assert table.exit_code == 0 and "4 records with an ensemble verdict: 0 would change" in table.output
     bad = runner.invoke(app, [*argv, "--since", "whenever"])
     assert bad.exit_code == 2 and json.loads(bad.stdout)["fields"] == ["since"]

@@ -4,7 +4,7 @@ Ours is the crawler's whole path for a batch source, as ``deepwatch crawl`` runs
 with N fresh URLs (a mix of platform post links with share parameters and plain media URLs) polled by
 the scheduler — lines parsed, every URL canonicalised, checked against the seen set, turned into a
 ``UrlDiscovered`` validated against the contract, keyed by canonical URL and published by
-:class:`~deepwatch.publisher.UrlPublisher` (acks=all, idempotence, gzip) until every event is
+:class:`~deepwatch.publisher.EventPublisher` (acks=all, idempotence, gzip) until every event is
 acknowledged, then the source's state saved. The clock runs from the start of the poll to its end.
 
 The peer, measured in the same run right after each of ours: a bare kafka-python ``KafkaProducer``
@@ -35,7 +35,7 @@ from deepwatch.contracts import UrlDiscovered
 from deepwatch.embedded.broker import ensure_topics, start_broker
 from deepwatch.embedded.processes import free_port
 from deepwatch.media.guard import AddressPolicy
-from deepwatch.publisher import BATCH_BYTES, UrlPublisher
+from deepwatch.publisher import BATCH_BYTES, EventPublisher
 from ingest.events import discovered
 from ingest.fetcher import GuardedFetcher
 from ingest.scheduler import Scheduler
@@ -103,7 +103,7 @@ def count_events(bootstrap: str, topic: str, expected: int, idle_s: float = 5.0)
         consumer.close()
 
 
-def ours_once(publisher: UrlPublisher, workdir: Path, run: int, n: int) -> tuple[float, list[UrlDiscovered], float]:
+def ours_once(publisher: EventPublisher, workdir: Path, run: int, n: int) -> tuple[float, list[UrlDiscovered], float]:
     """One poll of a fresh file source; returns (events/s, the events, share of the time spent publishing)."""
     path = workdir / f"urls-{run}.txt"
     path.write_text("\n".join(urls(run, n)) + "\n")
@@ -160,7 +160,7 @@ def run(quick: bool = False, bootstrap: str | None = None, topic: str | None = N
     sizes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="deepwatch-bench-ingest-") as tmp, broker(bootstrap, Path(tmp)) as bs:
         ensure_topics(bs, partitions=PARTITIONS, names=[topic, peer_topic])
-        with UrlPublisher(bs, topic=topic) as publisher:
+        with EventPublisher(bs, topic=topic) as publisher:
             publisher.publish(
                 [discovered("https://warm.example/up.mp4", "bench")]
             )  # a running crawler's producer is connected already

@@ -204,7 +204,7 @@ def submit(
     """Publish URLs for scoring (to the running `deepwatch up` of this data directory, or DEEPWATCH_KAFKA_BOOTSTRAP)."""
     from deepwatch.endpoints import with_running_stack
     from deepwatch.media.errors import MediaError
-    from deepwatch.publisher import PublishError, UrlPublisher
+    from deepwatch.publisher import EventPublisher, PublishError
     from deepwatch.url_events import discovered
 
     settings = with_running_stack(settings_for(config, data_dir, as_json))
@@ -219,7 +219,7 @@ def submit(
         if not settings.kafka_bootstrap:
             fail("no Kafka: start `deepwatch up` with this data directory or set DEEPWATCH_KAFKA_BOOTSTRAP", 1, as_json)
         try:
-            with UrlPublisher(settings.kafka_bootstrap) as publisher:
+            with EventPublisher(settings.kafka_bootstrap) as publisher:
                 published = publisher.publish(events)
         except PublishError as exc:
             fail(str(exc), 1, as_json)
@@ -763,6 +763,9 @@ def detectors_reverdict(
     since: SinceOpt = None,
     until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would change; write nothing")] = False,
+    publish: Annotated[bool, typer.Option(
+        "--publish", help="also publish a ScoredMedia on deepwatch.results for each record whose score or verdict moved"
+    )] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -770,6 +773,9 @@ def detectors_reverdict(
     """Work out the scores and verdicts of the records scored before again, with the ensemble's settings as they
     are now (DEEPWATCH_ENSEMBLE_PLATT, _WEIGHTS, the verdict thresholds), from the detectors' scores the records
     keep; nothing is scored again. Run it with the settings the serve deployment has."""
+    from deepwatch.contracts import TOPIC_RESULTS
+    from deepwatch.endpoints import with_running_stack
+    from deepwatch.publisher import EventPublisher, PublishError
     from serve.ensemble import EnsembleConfig
     from serve.reverdict import reverdict
     from storage.errors import StorageError
@@ -778,15 +784,27 @@ def detectors_reverdict(
 
     settings = settings_for(config, data_dir, as_json)
     query = query_or_fail(as_json, platform=platform, source=source, kind=kind, since=since, until=until)
+    publisher: EventPublisher | None = None
+    if publish and not dry_run:
+        settings = with_running_stack(settings)
+        if not settings.kafka_bootstrap:
+            fail("no Kafka: start `deepwatch up` with this data directory or set DEEPWATCH_KAFKA_BOOTSTRAP", 1, as_json)
+        try:  # connected before anything is rewritten: a broker that is not there changes nothing
+            publisher = EventPublisher(settings.kafka_bootstrap, topic=TOPIC_RESULTS, client_id="deepwatch-reverdict")
+        except PublishError as exc:
+            fail(str(exc), 1, as_json)
     try:
         index = open_index(settings)
         try:
             done = reverdict(index, open_object_store(settings), query, EnsembleConfig.from_settings(settings),
-                             dry_run=dry_run)
+                             dry_run=dry_run, publish=publisher.publish if publisher else None)
         finally:
             index.close()
-    except (SearchIndexError, StorageError) as exc:
-        fail(str(exc), 1, as_json)
+            if publisher is not None:
+                publisher.close()
+    except (SearchIndexError, StorageError, PublishError) as exc:
+        fail(f"{exc} (the batches before it are written and told; run it again for the rest)"
+             if isinstance(exc, PublishError) else str(exc), 1, as_json)
     if as_json:
         emit_json(done.to_json())
         return
@@ -799,6 +817,8 @@ def detectors_reverdict(
         copied = "would be copied" if dry_run else "copied"
         out.print(f"{done.copied_to_flagged} now fake {copied} under flagged/, as the stream keeps a fake's bytes",
                   highlight=False)
+    if done.published:
+        out.print(f"{done.published} results published on {TOPIC_RESULTS} (trace id {done.trace_id})", highlight=False)
     if done.fake_without_media:
         out.print(f"[yellow]{len(done.fake_without_media)} now fake without their media stored[/yellow] (scored "
                   "when only fakes were kept): an export counts them as missing", highlight=False)

@@ -424,6 +424,10 @@ class ScoredMedia(Contract):
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
     at: AwareDatetime = Field(default_factory=utcnow)
 
+    def key(self) -> bytes:
+        """Kafka key: every result about one media item lands on the same partition, in order."""
+        return self.media_id.encode()
+
 
 class UrlFailure(Contract):
     """A URL the stream could not score, and why: the answer to "why has this URL no score?".

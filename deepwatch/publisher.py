@@ -1,8 +1,10 @@
-"""Publish ``UrlDiscovered`` events to Kafka with kafka-python (the crawler, ``deepwatch submit``, the API).
+"""Publish events to Kafka with kafka-python: ``UrlDiscovered`` (the crawler, ``deepwatch submit``, the API) and
+``ScoredMedia`` outside the stream (``detectors reverdict --publish``).
 
-Keyed by canonical URL (same URL → same partition → the stream's dedup table sees it), ``acks=all``
+Each keyed by its ``key()`` (a URL's by canonical URL: same URL → same partition → the stream's dedup table
+sees it; a result by media id, as the stream publishes it), ``acks=all``
 and idempotence so a retried send is neither lost nor doubled, and compressed. kafka-python 3 has
-no bound on its send buffer, so backpressure comes from :meth:`UrlPublisher.publish` itself: at most
+no bound on its send buffer, so backpressure comes from :meth:`EventPublisher.publish` itself: at most
 two windows of events are unacknowledged at a time (it waits for the older window while the newer
 one is sent, so the pipeline never drains), and every event's acknowledgement is awaited before it
 returns; a failure is raised, never dropped.
@@ -15,12 +17,14 @@ checksum of every batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from deepwatch.contracts import TOPIC_URLS, UrlDiscovered
+from deepwatch.contracts import TOPIC_URLS
 from deepwatch.partition import partition_for
 
 WINDOW = 5000  # events awaited at a time; two windows (~3 MB of JSON) at most in flight
@@ -31,7 +35,15 @@ class PublishError(RuntimeError):
     pass
 
 
-class UrlPublisher:
+class Keyed(Protocol):
+    """An event as published: its Kafka key and its JSON (the contracts' ``key()`` and ``to_json()``)."""
+
+    def key(self) -> bytes: ...
+
+    def to_json(self) -> bytes: ...
+
+
+class EventPublisher:
     def __init__(
         self,
         bootstrap: str,
@@ -60,7 +72,7 @@ class UrlPublisher:
         except KafkaError as exc:  # e.g. NoBrokersAvailable: callers handle one error type
             raise PublishError(f"no Kafka broker at {bootstrap}: {exc}") from exc
 
-    def publish(self, events: list[UrlDiscovered]) -> list[tuple[int, int]]:
+    def publish(self, events: Sequence[Keyed]) -> list[tuple[int, int]]:
         """Send and wait for every acknowledgement; return (partition, offset) per event."""
         if not events:
             return []
@@ -87,7 +99,7 @@ class UrlPublisher:
     def close(self) -> None:
         self._producer.close(timeout=self.timeout_s)
 
-    def __enter__(self) -> UrlPublisher:
+    def __enter__(self) -> EventPublisher:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -58,7 +58,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     """Serve health and metrics and run the scheduler until SIGTERM/SIGINT (blocks)."""
     from prometheus_client import REGISTRY
 
-    from deepwatch.publisher import UrlPublisher
+    from deepwatch.publisher import EventPublisher
     from ingest.metrics import CrawlerCollector
     from ingest.scheduler import scheduler_for
     from ingest.sources import install
@@ -70,7 +70,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # The producer connects lazily on the first publish: a crawler with no sources needs no broker.
-    publisher: UrlPublisher | None = None
+    publisher: EventPublisher | None = None
 
     def publish(events: list[Any]) -> None:
         nonlocal publisher
@@ -78,7 +78,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
             if not settings.kafka_bootstrap:
                 # The scheduler records this as the source's error and keeps the items for later.
                 raise RuntimeError("no Kafka to publish to: set DEEPWATCH_KAFKA_BOOTSTRAP or start `deepwatch up`")
-            publisher = UrlPublisher(settings.kafka_bootstrap)
+            publisher = EventPublisher(settings.kafka_bootstrap)
         publisher.publish(events)
 
     scheduler = scheduler_for(settings, config, publish, stop)

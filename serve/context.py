@@ -20,7 +20,7 @@ from deepwatch.settings import Settings, parse_api_key
 from serve.health import Check, health_checks
 
 if TYPE_CHECKING:
-    from deepwatch.publisher import UrlPublisher
+    from deepwatch.publisher import EventPublisher
     from storage.index import SearchIndex
     from storage.objects import ObjectStore
 
@@ -50,7 +50,7 @@ class ApiContext:
         self._lock = threading.Lock()
         self._index: SearchIndex | None = None
         self._store: ObjectStore | None = None
-        self._publisher: UrlPublisher | None = None
+        self._publisher: EventPublisher | None = None
         self._crops: OrderedDict[Hashable, list[bytes | None]] = OrderedDict()
         self._crops_lock = threading.Lock()  # one decoding at a time: the page's parallel requests share it
         self.checks: dict[str, Check] = health_checks(settings, self.index, self.store)
@@ -82,16 +82,16 @@ class ApiContext:
             self._crops.move_to_end(key)
             return crops
 
-    def publisher(self) -> UrlPublisher:
+    def publisher(self) -> EventPublisher:
         """Raises :class:`deepwatch.publisher.PublishError` when Kafka is unset or unreachable; the next call
         tries again."""
-        from deepwatch.publisher import PublishError, UrlPublisher
+        from deepwatch.publisher import EventPublisher, PublishError
 
         if not self.settings.kafka_bootstrap:
             raise PublishError("no Kafka is configured (DEEPWATCH_KAFKA_BOOTSTRAP)")
         with self._lock:
             if self._publisher is None:
-                self._publisher = UrlPublisher(
+                self._publisher = EventPublisher(
                     self.settings.kafka_bootstrap, max_block_s=PUBLISH_TIMEOUT_S, client_id="deepwatch-api"
                 )
             return self._publisher

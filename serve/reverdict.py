@@ -11,12 +11,18 @@ counting sightings meanwhile. A record turned fake gets its stored bytes copied 
 stream keeps a fake's, and then the result JSON in the object store is rewritten: both before the index record,
 so a crash in between leaves that as it was, and the next run finds it again (the copy is keyed by content).
 A record that stops being fake keeps its ``flagged/`` copy: bytes are never dropped on a calibration's word.
+
+With ``publish``, each record whose score or verdict moved is also told on ``deepwatch.results`` (a
+``ScoredMedia``, as the stream publishes for media it records), all under one trace id per run, so consumers
+downstream hear of verdicts that changed without anything being scored. That too happens before the index
+write: a record is told at least once, and twice only when a run stopped between the two.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from serve.ensemble import EnsembleConfig, decide, face_ensemble
 
 if TYPE_CHECKING:
-    from deepwatch.contracts import MediaRecord
+    from deepwatch.contracts import MediaRecord, ScoredMedia
     from storage.index import SearchIndex
     from storage.objects import ObjectStore
     from storage.query import SearchQuery
@@ -59,6 +65,8 @@ class ReverdictSummary:
     # newly fake without stored bytes (scored when the store kept only fakes): an export counts them missing
     fake_without_media: list[str] = field(default_factory=list)
     copied_to_flagged: int = 0  # newly fake whose kept bytes were copied under flagged/ (or would be)
+    published: int = 0  # results told on deepwatch.results (with publish)
+    trace_id: str = ""  # of those results
     dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +76,8 @@ class ReverdictSummary:
             "verdicts_changed": dict(sorted(self.transitions.items())),
             "fake_without_media": self.fake_without_media,
             "copied_to_flagged": self.copied_to_flagged,
+            "published": self.published,
+            "trace_id": self.trace_id,
             "dry_run": self.dry_run,
         }
 
@@ -79,11 +89,14 @@ def reverdict(
     config: EnsembleConfig,
     *,
     dry_run: bool = False,
+    publish: Callable[[list[ScoredMedia]], object] | None = None,
 ) -> ReverdictSummary:
-    """Bring the scores and verdicts of the records ``query`` matches in line with ``config``."""
+    """Bring the scores and verdicts of the records ``query`` matches in line with ``config``; with ``publish``,
+    hand it the results of each batch's records whose score or verdict moved (an exception it raises stops
+    the run before that batch's records are written)."""
     from storage.index import iter_search
 
-    summary = ReverdictSummary(dry_run=dry_run)
+    summary = ReverdictSummary(dry_run=dry_run, trace_id=f"reverdict-{uuid.uuid4().hex}")
     # oldest first: a rewrite changes a record's score, never its first sighting, so no record moves between
     # the pages still to come
     records = iter_search(index, query.model_copy(update={"verdict": list(JUDGED), "sort": "oldest"}))
@@ -106,6 +119,15 @@ def reverdict(
             for _, new in changes:
                 if new.objects.result:
                     store.put(new.objects.result, with_media(new, flagged).to_json(), content_type="application/json")
+            # told before the index is written, like the result JSON: a failure or crash before the write leaves
+            # the records to the next run, which tells them again (at least once, never lost)
+            if publish is not None:
+                # a record without a URL (an upload scored through the API) was never told, and has no URL to tell
+                told = [result_of(new, summary.trace_id) for old, new in changes
+                        if (new.score, new.verdict) != (old.score, old.verdict) and new.sightings]
+                if told:
+                    publish(told)
+                    summary.published += len(told)
             index.update_many([new.media_id for _, new in changes], _change(config, flagged))
         # a whole index takes minutes (each record is read whole): say how far it is
         log.info("%d records examined, %d %s so far", summary.examined, summary.changed,
@@ -147,3 +169,18 @@ def _change(config: EnsembleConfig, flagged: dict[str, str]) -> Callable[[MediaR
         return None if new is None else with_media(new, flagged)
 
     return change
+
+
+def result_of(record: MediaRecord, trace_id: str) -> ScoredMedia:
+    """What ``deepwatch.results`` hears of a record reverdicted: its new score and verdict, under its first URL."""
+    from deepwatch.contracts import ScoredMedia
+
+    return ScoredMedia(
+        media_id=record.media_id,
+        trace_id=trace_id,
+        canonical_url=record.sightings[0].canonical_url,
+        dedup=record.dedup,
+        verdict=record.verdict,
+        score=record.score,
+        detectors=record.detectors,
+    )

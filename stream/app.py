@@ -192,7 +192,7 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
         if not results_declared:  # what Topic.send did first (creates the topic where the broker does not)
             await results.maybe_declare()
             results_declared = True
-        await pending_results.add((result.media_id.encode(), result.to_json()) for result in found)
+        await pending_results.add((result.key(), result.to_json()) for result in found)
         await pending_results.send()  # out now, not at the end of the batch: scoring new media takes a while
 
     async def publish_dead_letter(letter: DeadLetter) -> None:

@@ -95,7 +95,7 @@ def scored_index(tmp_path: Path) -> Settings:
     store.put(moving.objects.media, b"bytes of the clip")
     store.put(moving.objects.result, moving.to_json())
     # scored while the store kept all media: its bytes under media/, as the stream leaves a non-fake's
-    kept = judged(6, {"meso4_df": 0.6, "meso4_f2f": 0.5},
+    kept = judged(6, {"meso4_df": 0.6, "meso4_f2f": 0.5}, sightings=[sighting("https://k.example/6")],
                   objects=StoredObjects(media=keys.media_key(record(6).media_id, "mp4"),
                                         result=keys.result_key(record(6).media_id)))
     store.put(kept.objects.media, b"bytes of another clip", content_type="video/mp4")
@@ -139,8 +139,10 @@ def test_cli_reverdict_rewrites_records_and_results_once(
     dry = runner.invoke(app, [*argv, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     counted = json.loads(dry.stdout)
+    assert counted.pop("trace_id").startswith("reverdict-")
     assert counted == {"examined": 4, "changed": 4, "verdicts_changed": {"uncertain -> fake": 3},
-                       "fake_without_media": [record(2).media_id], "copied_to_flagged": 1, "dry_run": True}
+                       "fake_without_media": [record(2).media_id], "copied_to_flagged": 1, "published": 0,
+                       "dry_run": True}
     assert {n: _stored(settings, n) for n in range(1, 7)} == before
     flagged = keys.flagged_key(record(6).media_id, "mp4")
     assert not open_object_store(settings).exists(flagged)
@@ -175,3 +177,51 @@ def test_cli_reverdict_rewrites_records_and_results_once(
     assert table.exit_code == 0 and "4 records with an ensemble verdict: 0 would change" in table.output
     bad = runner.invoke(app, [*argv, "--since", "whenever"])
     assert bad.exit_code == 2 and json.loads(bad.stdout)["fields"] == ["since"]
+
+
+def test_cli_reverdict_publishes_the_records_whose_score_or_verdict_moved(
+    scored_index: Settings, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--publish`` tells deepwatch.results (the real broker) of each record whose score or verdict moved, as the
+    stream tells of media it records: a ScoredMedia keyed by media id, under the run's trace id."""
+    from kafka import KafkaConsumer
+
+    from deepwatch.contracts import TOPIC_RESULTS, ScoredMedia, parse
+
+    settings, runner = scored_index, CliRunner()
+    monkeypatch.setenv("DEEPWATCH_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("DEEPWATCH_ENSEMBLE_PLATT", json.dumps({k: list(v) for k, v in CALIBRATED.platt.items()}))
+    monkeypatch.setenv("DEEPWATCH_ENSEMBLE_WEIGHTS", json.dumps(dict(CALIBRATED.weights)))
+    argv = ["detectors", "reverdict", "--json", "--publish", "--data-dir", str(settings.data_dir)]
+    done = runner.invoke(app, argv)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    # 1, 2 and 6 turned fake; 3's score moved, but it has no URL (an upload) to tell it under
+    assert summary["changed"] == 4 and summary["published"] == 3
+
+    consumer = KafkaConsumer(TOPIC_RESULTS, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             group_id=None, consumer_timeout_ms=3_000)
+    try:
+        heard = [(m.key, parse(ScoredMedia, m.value)) for m in consumer]
+    finally:
+        consumer.close()
+    told = {result.media_id: (key, result) for key, result in heard if result.trace_id == summary["trace_id"]}
+    assert set(told) == {record(n).media_id for n in (1, 2, 6)}
+    for key, result in told.values():
+        stored = _stored_by_id(settings, result.media_id)
+        assert key == result.media_id.encode()
+        assert (result.score, result.verdict, result.detectors) == (stored.score, stored.verdict, stored.detectors)
+        assert result.canonical_url == stored.sightings[0].canonical_url and result.dedup == stored.dedup
+
+    again = runner.invoke(app, argv)  # nothing moved since: nothing told
+    assert again.exit_code == 0 and json.loads(again.stdout)["published"] == 0
+
+
+def _stored_by_id(settings: Settings, media_id: str) -> MediaRecord:
+    index = open_index(settings)
+    try:
+        found = index.get(media_id)
+    finally:
+        index.close()
+    assert found is not None
+    return found

@@ -160,7 +160,16 @@ class Settings(BaseSettings):
     serve_target_ongoing_requests: float = Field(
         2.0, gt=0, le=1000, description="autoscaling adds replicas above this many requests in flight per replica"
     )
-    serve_batch_max_crops: int = Field(32, ge=1, le=4096, description="face crops in one detector forward pass")
+    serve_batch_max_crops: int = Field(
+        32, ge=1, le=4096, description="face crops a detector takes at once (@serve.batch), from concurrent requests"
+    )
+    serve_cpu_pass_crops: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="crops per forward pass of a detector on the CPU; unset: each detector's own (MesoNet: 4). "
+        "The best size depends on the CPU's caches (bench/README.md, bench serve)",
+    )
     serve_batch_wait_s: float = Field(
         0.005, ge=0, le=10, description="how long a detector waits for more crops before running a partial batch"
     )

@@ -175,6 +175,31 @@ def test_a_batch_of_several_cpu_passes_scores_as_its_crops_alone(models_dir: Pat
         np.testing.assert_allclose(whole, alone, atol=1e-6, rtol=0)
 
 
+def test_the_cpu_pass_setting_sizes_every_detectors_passes_and_not_its_scores(
+    models_dir: Path, mesonet: dict[str, Detector], tmp_path: Path
+) -> None:
+    """``serve_cpu_pass_crops`` (the best size depends on the CPU's caches) reaches the loaded detectors, which
+    are shared in the process: unset, each is back to its own default. The scores do not move with it."""
+    from deepwatch.settings import load_settings
+    from serve.detectors.registry import load_detectors
+
+    _, faces = face_batch(models_dir)
+    batch = np.ascontiguousarray(np.concatenate([faces, faces[:, :, ::-1], faces[:, ::-1]]))
+    names = ["meso4_f2f", "mesoinception4_f2f"]
+    by_default = {name: mesonet[name].predict(batch) for name in names}
+    sized: list[Detector] = []
+    try:
+        for size in (1, 3, 64):
+            sized = load_detectors(load_settings(models_dir=models_dir, data_dir=tmp_path, serve_cpu_pass_crops=size), names)
+            for detector in sized:
+                assert detector.cpu_pass_crops == size
+                np.testing.assert_allclose(detector.predict(batch), by_default[detector.name], atol=1e-6, rtol=0)
+    finally:
+        restored = load_detectors(load_settings(models_dir=models_dir, data_dir=tmp_path), names)
+    assert [d.cpu_pass_crops for d in restored] == [CPU_CHUNK, CPU_CHUNK]
+    assert [id(d) for d in restored] == [id(d) for d in sized]  # the same instances, back to their default
+
+
 def test_predict_refuses_crops_of_the_wrong_size_or_type(mesonet: dict[str, Detector]) -> None:
     detector = mesonet["meso4_df"]
     with pytest.raises(ValueError, match="256"):

@@ -81,6 +81,10 @@ class Detector(ABC):
     # Ray's runtime_env for this detector's Serve deployment (e.g. {"pip": ["timm==1.0.9"]}) when it needs
     # packages the others do not; None runs it in the app's own environment.
     runtime_env: ClassVar[dict[str, Any] | None] = None
+    # Crops per forward pass on the CPU, for a detector that splits its batches (None: the whole batch in one).
+    # Small passes keep a network's first feature maps in the CPU's caches, so the best size depends on the
+    # CPU; the ``serve_cpu_pass_crops`` setting sets it for every detector (serve.detectors.registry).
+    cpu_pass_crops: int | None = None
 
     @abstractmethod
     def load(self, models_dir: Path, cache_dir: Path | None = None) -> None:

@@ -41,7 +41,8 @@ LEAKY_SLOPE = 0.1
 # depends on the caches. Through Serve (four replicas on two cores, bench serve), detector-crops/s:
 # - 2026-12-07, AMD EPYC with 2 MB L2 a core and 32 MB L3: passes of 2: 385, of 4: 388 and 388, of 8: 264;
 # - 2026-12-05, a machine with 16 MB L3: passes of 4: 215-218, of 8: 230-244.
-# Passes of 4 lose little where 8 win and win much where 8 lose. A GPU wants big batches.
+# Passes of 4 lose little where 8 win and win much where 8 lose; ``serve_cpu_pass_crops`` sets another size
+# (``Detector.cpu_pass_crops``). A GPU wants big batches: it gets the whole batch in one pass.
 CPU_CHUNK = 4
 
 
@@ -323,6 +324,7 @@ class MesoNetDetector(Detector):
     network: ClassVar[type[MesoNetBase]]
     # Measured on CPU (2 cores, batches of 64): MesoInception runs ~1.15x faster channels-last, Meso4 a few %.
     channels_last: ClassVar[bool] = True
+    cpu_pass_crops = CPU_CHUNK
 
     def __init__(self) -> None:
         self.net: MesoNetBase | None = None
@@ -357,7 +359,7 @@ class MesoNetDetector(Detector):
         check_batch(batch, self.input_size)
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        step = CPU_CHUNK if self.device.type == "cpu" else len(batch)
+        step = (self.cpu_pass_crops or len(batch)) if self.device.type == "cpu" else len(batch)
         with torch.inference_mode():
             out = []
             for start in range(0, len(batch), step):

@@ -130,4 +130,7 @@ def load_detector(cls: type[Detector], models_dir: Path, cache_dir: Path | None)
 def load_detectors(settings: Settings, names: list[str] | None = None) -> list[Detector]:
     """The detectors ``names`` (default: the ``detectors`` setting, else all registered), loaded."""
     chosen = select(available(settings), names or settings.detectors)
-    return [load_detector(r.cls, settings.models_path, settings.weights_cache_path) for r in chosen]
+    loaded = [load_detector(r.cls, settings.models_path, settings.weights_cache_path) for r in chosen]
+    for detector in loaded:  # instances are shared in the process: each call sets what its settings say
+        detector.cpu_pass_crops = settings.serve_cpu_pass_crops or type(detector).cpu_pass_crops
+    return loaded

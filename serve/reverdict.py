@@ -109,12 +109,14 @@ def reverdict(
             if new.verdict != old.verdict:
                 summary.transitions[f"{old.verdict} -> {new.verdict}"] += 1
                 if new.verdict == "fake":
-                    key = flag(store, new, dry_run)
-                    if key is None:
+                    found = flag(store, new, dry_run)
+                    if found is None:
                         summary.fake_without_media.append(new.media_id)
-                    elif key != new.objects.media:
-                        flagged[new.media_id] = key
-        summary.copied_to_flagged += len(flagged)
+                    else:
+                        key, copied = found
+                        summary.copied_to_flagged += copied
+                        if key != new.objects.media:
+                            flagged[new.media_id] = key
         if changes and not dry_run:
             for _, new in changes:
                 if new.objects.result:
@@ -135,9 +137,9 @@ def reverdict(
     return summary
 
 
-def flag(store: ObjectStore, record: MediaRecord, dry_run: bool) -> str | None:
+def flag(store: ObjectStore, record: MediaRecord, dry_run: bool) -> tuple[str, bool] | None:
     """The ``flagged/`` key of ``record`` (newly fake), its stored bytes copied there unless they are there
-    already or ``dry_run``; None when no bytes of it are stored."""
+    already (or ``dry_run``), and whether they were (or would be) copied; None when no bytes of it are stored."""
     from storage import keys
     from storage.export.select import locate_media
 
@@ -146,11 +148,13 @@ def flag(store: ObjectStore, record: MediaRecord, dry_run: bool) -> str | None:
         return None
     key, ext, _ = found
     flagged = keys.flagged_key(record.media_id, ext)
-    if key != flagged and not dry_run:
+    if key == flagged:
+        return flagged, False
+    if not dry_run:
         content_type = store.stat(key).content_type
         with store.get(key) as stream:
             store.put(flagged, stream.iter_chunks(), content_type=content_type)
-    return flagged
+    return flagged, True
 
 
 def with_media(record: MediaRecord, flagged: dict[str, str]) -> MediaRecord:

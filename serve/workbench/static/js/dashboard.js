@@ -3,7 +3,7 @@
 // reviews from /v1/detectors/agreement and the stream's stored failures from /v1/failures.
 import { getJson } from "./api.js";
 import { bars, legend, stackedBars } from "./charts.js";
-import { clear, fmtSeconds, h } from "./dom.js";
+import { clear, fmtPlatt, fmtSeconds, h } from "./dom.js";
 
 const VERDICTS = [
   { name: "fake", cls: "v-fake" }, { name: "uncertain", cls: "v-uncertain" }, { name: "real", cls: "v-real" },
@@ -103,7 +103,7 @@ function agreementPanel(found) {
       ? `Platt parameters fitted on them (deepwatch detectors calibrate): ${found.setting}`
       : "Too few reviews of each label to fit Platt parameters (deepwatch detectors calibrate)."),
     h("p", { class: "muted", id: "a-in-force" }, Object.keys(found.in_force || {}).length
-      ? `In force in this deployment: ${JSON.stringify(found.in_force)}.`
+      ? `In force in this deployment: Platt ${fmtPlatt(found.in_force)}.`
       : "In force in this deployment: none (each detector's score as it is)."),
   ];
 }

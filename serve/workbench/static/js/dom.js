@@ -43,6 +43,11 @@ export function fmtSeconds(value) {
   return value < 1 ? `${(value * 1000).toFixed(0)} ms` : `${value.toFixed(2)} s`;
 }
 
+// Platt parameters by detector, {name: [a, b]}, as words: "meso4_df (3, 1), meso4_f2f (0.5, -1)"
+export function fmtPlatt(platt) {
+  return Object.entries(platt || {}).map(([name, [a, b]]) => `${name} (${a}, ${b})`).join(", ");
+}
+
 export function verdictBadge(verdict) {
   const name = verdict || "unscored";
   return h("span", { class: `badge v-${name.replace(/[^a-z_]/g, "")}` }, name);

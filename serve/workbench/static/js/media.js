@@ -3,7 +3,7 @@
 import { ApiError, getJson, mediaUrl, postJson } from "./api.js";
 import { timeStrip } from "./charts.js";
 import {
-  clear, fmtScore, fmtTime, h, isMediaId, mediaHref, outLink, s, sightingCount, titleOf, verdictBadge,
+  clear, fmtPlatt, fmtScore, fmtTime, h, isMediaId, mediaHref, outLink, s, sightingCount, titleOf, verdictBadge,
 } from "./dom.js";
 
 function section(title, id, ...children) {
@@ -35,7 +35,7 @@ async function player(record, links) {
 // The settings that turned the detectors' scores into the verdict (records scored before they were kept: none).
 function ensembleSettings(settings) {
   if (!settings) return null;
-  const platt = Object.entries(settings.platt || {}).map(([name, [a, b]]) => `${name} (${a}, ${b})`).join(", ");
+  const platt = fmtPlatt(settings.platt);
   const weights = Object.entries(settings.weights || {}).map(([name, w]) => `${name} ${w}`).join(", ");
   return `fake at ${settings.fake_threshold} or above, real at ${settings.real_threshold} or below; ` +
     `Platt: ${platt || "none"}; weights: ${weights || "all 1"}`;

@@ -287,6 +287,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             {"crops": n_crops, "crops_per_request": per_video, "runs": repeats, "statistic": "median",
              "serve_batch_max_crops": settings.serve_batch_max_crops,
              "serve_batch_wait_s": settings.serve_batch_wait_s,
+             # crops per CPU forward pass, raw and through Serve alike (the best size depends on the caches)
+             "cpu_pass_crops": {d.name: d.cpu_pass_crops for d in loaded},
              "raw_per_detector_crops_per_s": {n: round(v, 1) for n, v in raw_per.items()},
              # what four replicas of one thread each could reach on this machine's cores with no overhead at
              # all: the cores times the one-thread rate (raw PyTorch's own threads scale less than that)

@@ -108,15 +108,8 @@ def reverdict(
         for old, new in changes:
             if new.verdict != old.verdict:
                 summary.transitions[f"{old.verdict} -> {new.verdict}"] += 1
-                if new.verdict == "fake":
-                    found = flag(store, new, dry_run)
-                    if found is None:
-                        summary.fake_without_media.append(new.media_id)
-                    else:
-                        key, copied = found
-                        summary.copied_to_flagged += copied
-                        if key != new.objects.media:
-                            flagged[new.media_id] = key
+                if new.verdict == "fake" and (key := _flagged_copy(store, new, summary, dry_run)):
+                    flagged[new.media_id] = key
         if changes and not dry_run:
             for _, new in changes:
                 if new.objects.result:
@@ -125,7 +118,7 @@ def reverdict(
             # the records to the next run, which tells them again (at least once, never lost)
             if publish is not None:
                 # a record without a URL (an upload scored through the API) was never told, and has no URL to tell
-                told = [result_of(new, summary.trace_id) for old, new in changes
+                told = [scored_media_of(new, summary.trace_id) for old, new in changes
                         if (new.score, new.verdict) != (old.score, old.verdict) and new.sightings]
                 if told:
                     publish(told)
@@ -157,6 +150,18 @@ def flag(store: ObjectStore, record: MediaRecord, dry_run: bool) -> tuple[str, b
     return flagged, True
 
 
+def _flagged_copy(store: ObjectStore, record: MediaRecord, summary: ReverdictSummary, dry_run: bool) -> str | None:
+    """The ``flagged/`` key ``record`` (newly fake) is to point at where it does not yet (:func:`flag`), with
+    the copy or the missing bytes counted in ``summary``."""
+    found = flag(store, record, dry_run)
+    if found is None:
+        summary.fake_without_media.append(record.media_id)
+        return None
+    key, copied = found
+    summary.copied_to_flagged += copied
+    return key if key != record.objects.media else None
+
+
 def with_media(record: MediaRecord, flagged: dict[str, str]) -> MediaRecord:
     """``record`` pointing at its ``flagged/`` copy where ``flagged`` has one."""
     if record.media_id not in flagged or record.objects.media == flagged[record.media_id]:
@@ -175,7 +180,7 @@ def _change(config: EnsembleConfig, flagged: dict[str, str]) -> Callable[[MediaR
     return change
 
 
-def result_of(record: MediaRecord, trace_id: str) -> ScoredMedia:
+def scored_media_of(record: MediaRecord, trace_id: str) -> ScoredMedia:
     """What ``deepwatch.results`` hears of a record reverdicted: its new score and verdict, under its first URL."""
     from deepwatch.contracts import ScoredMedia
 

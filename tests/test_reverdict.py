@@ -114,14 +114,18 @@ def scored_index(tmp_path: Path) -> Settings:
     return settings
 
 
-def _stored(settings: Settings, n: int) -> MediaRecord:
+def _stored_by_id(settings: Settings, media_id: str) -> MediaRecord:
     index = open_index(settings)
     try:
-        found = index.get(record(n).media_id)
+        found = index.get(media_id)
     finally:
         index.close()
     assert found is not None
     return found
+
+
+def _stored(settings: Settings, n: int) -> MediaRecord:
+    return _stored_by_id(settings, record(n).media_id)
 
 
 def test_cli_reverdict_rewrites_records_and_results_once(
@@ -215,13 +219,3 @@ def test_cli_reverdict_publishes_the_records_whose_score_or_verdict_moved(
 
     again = runner.invoke(app, argv)  # nothing moved since: nothing told
     assert again.exit_code == 0 and json.loads(again.stdout)["published"] == 0
-
-
-def _stored_by_id(settings: Settings, media_id: str) -> MediaRecord:
-    index = open_index(settings)
-    try:
-        found = index.get(media_id)
-    finally:
-        index.close()
-    assert found is not None
-    return found

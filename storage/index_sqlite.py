@@ -7,7 +7,9 @@ overwriting the other's sighting. WAL mode lets readers run during a write; ``bu
 makes a writer wait for the lock instead of failing with ``database is locked``.
 
 The record itself is stored as its JSON, in two parts (``docs.doc`` and ``bulks.bulk``, see
-:func:`_split_document`); everything else exists to find records:
+:func:`_split_document`), except what URL hits change: each sighting's count, times and watermarks live in
+``sighting_counts`` (one row per record and URL), laid over the JSON on every read, and ``heads`` holds what a
+hit's result names of its record. Everything else exists to find records:
 
 - ``media`` columns to filter and sort on, and ``seq``, a number given once per record in write
   order: search cursors remember the highest ``seq`` page one could see, so later arrivals never
@@ -43,7 +45,17 @@ import pydantic
 import pydantic_core
 from pydantic import Field
 
-from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Probability, Review, Sighting, Verdict
+from deepwatch.contracts import (
+    DedupClass,
+    DetectorScore,
+    EventPosition,
+    Hints,
+    MediaRecord,
+    Probability,
+    Review,
+    Sighting,
+    Verdict,
+)
 from storage import hamming, merge
 from storage import search_memory as mirror
 from storage.decoded import DecodedRecords
@@ -72,11 +84,28 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 7  # older files are upgraded in place by _MIGRATIONS (below)
+SCHEMA_VERSION = 8  # older files are upgraded in place by _MIGRATIONS (below)
 # Stored apart from the rest of a record (the ``bulks`` table): the big fields, which URL hits never change.
 BULK_FIELDS = frozenset({"fingerprints", "face_scores"})
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
 BUSY_TIMEOUT_MS = 60_000
+
+# The live part of each sighting (one row per record and canonical URL): its count, time range, event
+# watermarks (JSON) and a key of its hints. A repost of a URL the record has (most events of a busy crawl)
+# updates this row and the record's ``media`` row, never its JSON: reading, merging and rewriting the document
+# was ~70 us of a distinct repost, and grew with the record's URLs (37 ms a repost at 5,000 URLs). ``docs``
+# keeps the sightings as the record was last written whole; every read lays these rows over them (_live).
+# Times are kept as the JSON strings the document holds.
+_SIGHTING_COUNTS = """CREATE TABLE IF NOT EXISTS sighting_counts (
+        seq INTEGER NOT NULL, canonical_url TEXT NOT NULL, count INTEGER NOT NULL,
+        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, applied TEXT NOT NULL, hints_key INTEGER,
+        PRIMARY KEY (seq, canonical_url)
+    ) WITHOUT ROWID"""
+# What a URL hit's result names of its record (HEAD_FIELDS, as JSON): a few hundred bytes where ``docs`` holds a
+# kilobyte or more. Reading the documents of a batch of distinct records was a third of the hit path's index time
+# in a worker just started (their pages not yet in SQLite's cache).
+_HEADS = "CREATE TABLE IF NOT EXISTS heads (seq INTEGER PRIMARY KEY, head TEXT NOT NULL)"
+HEAD_FIELDS = frozenset({"media_id", "dedup", "verdict", "score", "detectors"})
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -137,6 +166,8 @@ _SCHEMA = [
     # FTS5 writes new segments and merges them later, so tags cost no random B-tree inserts.
     """CREATE VIRTUAL TABLE IF NOT EXISTS media_text
        USING fts5(body, tags, tokenize = 'unicode61', detail = column, columnsize = 0)""",
+    _SIGHTING_COUNTS,
+    _HEADS,
     # Canonical URLs are as random as media ids, so the lookup index holds a 64-bit hash of each
     # (``ukey``, see _ukey) rather than the URL; the row has the URL to check.
     "CREATE TABLE IF NOT EXISTS urls (ukey INTEGER NOT NULL, canonical_url TEXT NOT NULL, seq INTEGER NOT NULL)",
@@ -186,6 +217,25 @@ _MIGRATIONS = {
             ", ".join(f"'$.{name}'" for name in MediaRecord.model_fields if name not in BULK_FIELDS)
         ),
         "UPDATE docs SET doc = json_remove(doc, {})".format(", ".join(f"'$.{name}'" for name in BULK_FIELDS)),
+    ],
+    # 7 -> 8: each sighting's count, times and watermarks in a row of its own, which URL hits update, and each
+    # record's head. Hints keys are left empty: a repost with hints then takes the whole read-merge-write once,
+    # which writes its key.
+    7: [
+        _SIGHTING_COUNTS,
+        _HEADS,
+        """INSERT INTO heads (seq, head)
+            SELECT seq, json_object('media_id', json_extract(doc, '$.media_id'),
+                                    'dedup', coalesce(json_extract(doc, '$.dedup'), 'none'),
+                                    'verdict', json_extract(doc, '$.verdict'), 'score', json_extract(doc, '$.score'),
+                                    'detectors', json(coalesce(json_extract(doc, '$.detectors'), '{}')))
+            FROM docs""",
+        f"""INSERT INTO sighting_counts (seq, canonical_url, count, first_seen, last_seen, applied)
+            SELECT d.seq, json_extract(s.value, '$.canonical_url'),
+                   coalesce(json_extract(s.value, '$.count'), {SIGHTING_COUNT_DEFAULT}),
+                   json_extract(s.value, '$.first_seen'), json_extract(s.value, '$.last_seen'),
+                   coalesce(json_extract(s.value, '$.applied'), '{{}}')
+            FROM docs d, json_each(d.doc, '$.sightings') s""",
     ],
 }
 # A text search matching more records than this is paged along the sort index instead of sorting
@@ -320,30 +370,81 @@ def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
     return {(stage, seconds, seq) for stage, seconds in record.timings.items()}
 
 
-class _HitView(pydantic.BaseModel):
-    """What a URL hit reads of a stored record: its head and its sightings, from ``docs.doc`` (the part
-    without the fingerprints and face scores, see _split_document; other fields are skipped unvalidated).
-    Decoding a scored clip's whole record (~30 KB) took ~250 us, most of a hit's time."""
-
-    model_config = pydantic.ConfigDict(extra="ignore")
+class _HeadView(pydantic.BaseModel):
+    """What a URL hit reads of a stored record: its head (the ``heads`` table)."""
 
     media_id: str
     dedup: DedupClass = "none"
     verdict: Verdict | None = None
     score: Probability | None = None
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
-    sightings: list[Sighting] = Field(default_factory=list)
-    first_seen: pydantic.AwareDatetime
-    last_seen: pydantic.AwareDatetime
 
     def head(self) -> RecordHead:
         return RecordHead(self.media_id, self.dedup, self.verdict, self.score, self.detectors)
 
 
-# A record's sightings after a hit that only counted them up: seq, sightings, first_seen, last_seen.
-_Counted = tuple[int, list[Sighting], datetime, datetime]
-_SIGHTINGS_JSON = pydantic.TypeAdapter(list[Sighting])
 _TIME_JSON = pydantic.TypeAdapter(pydantic.AwareDatetime)
+# Stored watermarks were validated on their way in (Sighting.applied): read back, only their shape is checked.
+_MARKS_JSON = pydantic.TypeAdapter(dict[str, EventPosition])
+
+
+def _time_text(value: datetime) -> str:
+    """A time as the stored JSON writes it (what sighting_counts keeps)."""
+    return _TIME_JSON.dump_json(value).decode()[1:-1]
+
+
+def _hints_key(hints: Hints | None) -> int | None:
+    """64 bits standing for a sighting's hints (None for none): a repost whose hints differ from the stored ones
+    changes what is searched, and takes the whole read-merge-write."""
+    return None if hints is None else _ukey(hints.model_dump_json())
+
+
+def _count_row(seq: int, sighting: Sighting) -> tuple[Any, ...]:
+    """``sighting``'s row of sighting_counts."""
+    marks = _MARKS_JSON.dump_json(sighting.applied).decode()
+    return (seq, sighting.canonical_url, sighting.count, _time_text(sighting.first_seen),
+            _time_text(sighting.last_seen), marks, _hints_key(sighting.hints))
+
+
+def _same(before: Sighting | None, after: Sighting) -> bool:
+    # a merge keeps the sightings it did not change as they were: most are the same object
+    return before is after or before == after
+
+
+class _Counting:
+    """One sighting's row of sighting_counts while a batch of URL hits counts it up (SqliteIndex.add_sightings)."""
+
+    __slots__ = (
+        "added", "canonical_url", "count", "earlier", "first", "first_text", "hints_key", "last", "last_text", "marks"
+    )
+
+    def __init__(self, canonical_url: str, count: int, first_text: str, last_text: str, applied: str,
+                 hints_key: int | None) -> None:
+        self.canonical_url = canonical_url
+        self.count = count
+        self.first_text, self.last_text = first_text, last_text
+        self.first, self.last = datetime.fromisoformat(first_text), datetime.fromisoformat(last_text)
+        self.marks = _MARKS_JSON.validate_json(applied)
+        self.hints_key = hints_key
+        self.added = 0  # reports counted by this batch
+        self.earlier = False  # whether one of them moved first_seen back
+
+    def counts(self, sighting: Sighting) -> bool:
+        """Whether ``sighting`` (a new event at this URL) only counts the row up: its hints are none or the same."""
+        return sighting.hints is None or _hints_key(sighting.hints) == self.hints_key
+
+    def add(self, sighting: Sighting) -> None:
+        """What storage.merge.count_sightings does to the sighting, on the row (a redelivered event changes nothing)."""
+        if merge.marks_cover(self.marks, sighting.applied):
+            return
+        self.count += sighting.count
+        self.added += sighting.count
+        if sighting.first_seen < self.first:
+            self.first, self.first_text = sighting.first_seen, _time_text(sighting.first_seen)
+            self.earlier = True
+        if sighting.last_seen > self.last:
+            self.last, self.last_text = sighting.last_seen, _time_text(sighting.last_seen)
+        self.marks = merge.merged_marks(self.marks, sighting.applied)
 
 
 @dataclass
@@ -519,7 +620,43 @@ class SqliteIndex:
             (json.dumps([key for mid in wanted if (key := _mkey(mid)) is not None]),),
         ).fetchall()
         decode = self._decoded.decode
-        return {mid: (seq, decode(mid, _joined_document(doc, bulk))) for mid, seq, doc, bulk in rows if mid in wanted}
+        stored = {seq: decode(mid, _joined_document(doc, bulk)) for mid, seq, doc, bulk in rows if mid in wanted}
+        return {record.media_id: (seq, record) for seq, record in self._live(conn, stored).items()}
+
+    @staticmethod
+    def _live(conn: sqlite3.Connection, stored: dict[int, MediaRecord]) -> dict[int, MediaRecord]:
+        """The records of ``stored`` (by seq, as their JSON holds them) with the counts, times and watermarks their
+        URLs' rows of sighting_counts have now (URL hits update those alone)."""
+        if not stored:
+            return stored
+        rows: dict[int, dict[str, tuple[int, str, str, str]]] = {}
+        for seq, url, *live in conn.execute(
+            """SELECT seq, canonical_url, count, first_seen, last_seen, applied FROM sighting_counts
+               WHERE seq IN (SELECT value FROM json_each(?))""",
+            (json.dumps(list(stored)),),
+        ):
+            rows.setdefault(seq, {})[url] = live  # type: ignore[assignment]
+        out = {}
+        for seq, record in stored.items():
+            known = rows.get(seq, {})
+            sightings = []
+            for sighting in record.sightings:
+                row = known.get(sighting.canonical_url)
+                # a hit always adds to the count: the same count is the same row as the JSON's
+                if row is not None and row[0] != sighting.count:
+                    count, first, last, applied = row
+                    sighting = sighting.copied_with(
+                        count=count, first_seen=_TIME_JSON.validate_python(first),
+                        last_seen=_TIME_JSON.validate_python(last), applied=_MARKS_JSON.validate_json(applied))
+                sightings.append(sighting)
+            if any(new is not old for new, old in zip(sightings, record.sightings, strict=True)):
+                record = record.copied_with(
+                    sightings=sightings,
+                    first_seen=min(record.first_seen, *(s.first_seen for s in sightings)),
+                    last_seen=max(record.last_seen, *(s.last_seen for s in sightings)),
+                )
+            out[seq] = record
+        return out
 
     def _load(self, conn: sqlite3.Connection, media_id: str) -> tuple[int, MediaRecord] | None:
         return self._load_many(conn, [media_id]).get(media_id)
@@ -546,6 +683,9 @@ class SqliteIndex:
         gone_timings: list[tuple[str, float, int]] = []
         new: dict[str, list[tuple[Any, ...]]] = {"timings": [], "hashes": []}
         urls: dict[str, int] = {}  # canonical URL -> the seq it points at after this batch
+        counts: list[tuple[Any, ...]] = []
+        gone_counts: list[tuple[int, str]] = []
+        heads: list[tuple[int, str]] = []
         for write in writes:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
@@ -587,6 +727,11 @@ class SqliteIndex:
             # A URL serving new bytes (an edited post) points at the record that gained it last.
             known = set() if old is None else {s.canonical_url for s in old.sightings}
             urls.update((s.canonical_url, seq) for s in record.sightings if s.canonical_url not in known)
+            before = {} if old is None else {s.canonical_url: s for s in old.sightings}
+            counts += [_count_row(seq, s) for s in record.sightings if not _same(before.get(s.canonical_url), s)]
+            if old is None or any(getattr(old, name) != getattr(record, name) for name in HEAD_FIELDS):
+                heads.append((seq, record.model_dump_json(include=HEAD_FIELDS)))
+            gone_counts += [(seq, url) for url in before.keys() - {s.canonical_url for s in record.sightings}]
             if old is None or old.fingerprints != record.fingerprints:
                 if old is not None:
                     rehashed.append(seq)
@@ -619,6 +764,9 @@ class SqliteIndex:
         conn.executemany("DELETE FROM urls WHERE ukey = ? AND canonical_url = ?", [row[:2] for row in url_rows])
         conn.executemany("INSERT INTO urls (ukey, canonical_url, seq) VALUES (?, ?, ?)", url_rows)
         conn.executemany("INSERT INTO hashes (seq, kind, packed) VALUES (?, ?, ?)", new["hashes"])
+        conn.executemany("DELETE FROM sighting_counts WHERE seq = ? AND canonical_url = ?", gone_counts)
+        conn.executemany("INSERT OR REPLACE INTO sighting_counts VALUES (?, ?, ?, ?, ?, ?, ?)", counts)
+        conn.executemany("INSERT OR REPLACE INTO heads (seq, head) VALUES (?, ?)", heads)
 
     # --- SearchIndex: writes ----------------------------------------------------------------
     def upsert(self, record: MediaRecord) -> MediaRecord:
@@ -681,67 +829,82 @@ class SqliteIndex:
             return merged
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
-        """Most calls only count URLs the records already have up (reposts): those read each record's head and
-        sightings alone (:class:`_HitView`, from ``docs.doc``) and write the sightings and times back into
-        it (``json_set``), never reading the fingerprints and face scores (``bulks``) nor decoding or
-        encoding the rest. A record that gains a URL or new hints changes what is searched, and takes the
-        whole read-merge-write."""
+        """Most calls only count URLs the records already have up (reposts): those update each URL's row of
+        ``sighting_counts`` and the record's ``media`` row, reading only the record's head (:class:`_HeadView`)
+        and never decoding, merging or rewriting its JSON. A record that gains a URL or new hints changes what
+        is searched, and takes the whole read-merge-write."""
         if not items:
             return []
         grouped = merge.by_record(items)
         with self._write() as conn:
             rows = conn.execute(
-                """SELECT m.seq, d.doc FROM media m JOIN docs d ON d.seq = m.seq
+                """SELECT m.seq, h.head FROM media m JOIN heads h ON h.seq = m.seq
                    WHERE m.mkey IN (SELECT value FROM json_each(?))""",
                 (json.dumps([key for mid in grouped if (key := _mkey(mid)) is not None]),),
             ).fetchall()
             heads: dict[str, RecordHead] = {}
-            counted: list[_Counted] = []
+            seqs: dict[str, int] = {}
+            for seq, head in rows:
+                view = _HeadView.model_validate_json(head)
+                if view.media_id in grouped:  # not another id under the same mkey
+                    heads[view.media_id], seqs[view.media_id] = view.head(), seq
+            wanted = [[seqs[mid], s.canonical_url] for mid, group in grouped.items() if mid in seqs for s in group]
+            counting = {
+                (seq, url): _Counting(url, *rest)
+                for seq, url, *rest in conn.execute(
+                    """SELECT seq, canonical_url, count, first_seen, last_seen, applied, hints_key FROM sighting_counts
+                       WHERE (seq, canonical_url) IN
+                             (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))""",
+                    (json.dumps(wanted),),
+                )
+            }
+            counted: list[tuple[int, list[_Counting]]] = []
             whole: list[str] = []  # records that take the whole read-merge-write
-            for seq, doc in rows:
-                view = _HitView.model_validate_json(doc)
-                if view.media_id not in grouped:
-                    continue  # another id under the same mkey
-                heads[view.media_id] = view.head()
-                after = merge.count_sightings(view.sightings, view.first_seen, view.last_seen, grouped[view.media_id])
-                if after is None:  # all redeliveries: nothing to write
-                    continue
-                if merge.counts_only(view.sightings, after[0]):
-                    counted.append((seq, *after))
+            for media_id, seq in seqs.items():
+                touched: dict[str, _Counting] = {}
+                for sighting in grouped[media_id]:
+                    row = counting.get((seq, sighting.canonical_url))
+                    if row is None or not row.counts(sighting):
+                        whole.append(media_id)
+                        break
+                    row.add(sighting)
+                    touched[row.canonical_url] = row
                 else:
-                    whole.append(view.media_id)
-            if counted:
-                self._store_counts(conn, counted)
+                    counted.append((seq, [row for row in touched.values() if row.added]))
+            self._store_counts(conn, [(seq, changed) for seq, changed in counted if changed])
             if whole:
                 changed = [
                     _Write(seq, old, merge.add_sightings(old, grouped[media_id]))
                     for media_id, (seq, old) in self._load_many(conn, whole).items()
                 ]
-                self._store_many(conn, changed)
+                self._store_many(conn, [w for w in changed if w.record is not w.old])
                 heads.update((w.record.media_id, RecordHead.of(w.record)) for w in changed)
         return [heads.get(media_id) for media_id, _ in items]
 
-    def _store_counts(self, conn: sqlite3.Connection, writes: list[_Counted]) -> None:
-        """Write sightings that only counted known URLs up (``storage.merge.counts_only``), given as
-        ``(seq, sightings, first_seen, last_seen)``, into the stored JSON in place: the time range and the
-        sighting count change, the text, tags, URLs, hashes and timings cannot."""
-        docs: list[tuple[str, str, str, int]] = []
-        rows: list[tuple[float, float, int, int]] = []
-        for seq, sightings, first, last in writes:
-            docs.append((
-                _SIGHTINGS_JSON.dump_json(sightings, exclude_unset=True).decode(),
-                _TIME_JSON.dump_json(first).decode(),
-                _TIME_JSON.dump_json(last).decode(),
-                seq,
-            ))
-            rows.append((first.timestamp(), last.timestamp(), _sighting_count(sightings), seq))
-        conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(row[-1],) for row in rows])
-        conn.executemany("UPDATE media SET first_seen = ?, last_seen = ?, sightings = ? WHERE seq = ?", rows)
+    @staticmethod
+    def _store_counts(conn: sqlite3.Connection, counted: list[tuple[int, list[_Counting]]]) -> None:
+        """Write the rows of sighting_counts that URL hits counted up, and what they change of their records' ``media``
+        rows (time range, sighting total); the record's JSON, text, tags, URLs and hashes stay as they are."""
+        if not counted:
+            return
         conn.executemany(
-            """UPDATE docs SET doc = json_set(doc, '$.sightings', json(?), '$.first_seen', json(?),
-                                              '$.last_seen', json(?)) WHERE seq = ?""",
-            docs,
+            "UPDATE sighting_counts SET count = ?, first_seen = ?, last_seen = ?, applied = ? "
+            "WHERE seq = ? AND canonical_url = ?",
+            [(row.count, row.first_text, row.last_text, _MARKS_JSON.dump_json(row.marks).decode(), seq,
+              row.canonical_url) for seq, rows in counted for row in rows],
         )
+        conn.executemany(
+            "UPDATE media SET last_seen = max(last_seen, ?), sightings = sightings + ? WHERE seq = ?",
+            [(max(row.last for row in rows).timestamp(), sum(row.added for row in rows), seq) for seq, rows in counted],
+        )
+        # apart, and only where a report is older than the URL's: naming first_seen in an UPDATE rewrites the
+        # record's entry in the time index (media_by_time) even when the value stays
+        earlier = []
+        for seq, rows in counted:
+            if moved := [row.first.timestamp() for row in rows if row.earlier]:
+                earlier.append((min(moved), seq, min(moved)))
+        conn.executemany("UPDATE media SET first_seen = ? WHERE seq = ? AND first_seen > ?", earlier)
+        conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(seq,) for seq, _ in counted])
 
     def record_review(self, media_id: str, review: Review) -> MediaRecord:
         with self._write() as conn:
@@ -766,11 +929,14 @@ class SqliteIndex:
     def find_by_canonical_url(self, url: str) -> MediaRecord | None:
         with self._read() as conn:
             row = conn.execute(
-                """SELECT d.doc, b.bulk FROM urls u JOIN docs d ON d.seq = u.seq LEFT JOIN bulks b ON b.seq = u.seq
-                   WHERE u.ukey = ? AND u.canonical_url = ?""",
+                """SELECT u.seq, d.doc, b.bulk FROM urls u JOIN docs d ON d.seq = u.seq
+                   LEFT JOIN bulks b ON b.seq = u.seq WHERE u.ukey = ? AND u.canonical_url = ?""",
                 (_ukey(url), url),
             ).fetchone()
-            return None if row is None else MediaRecord.model_validate_json(_joined_document(*row))
+            if row is None:
+                return None
+            seq, doc, bulk = row
+            return self._live(conn, {seq: MediaRecord.model_validate_json(_joined_document(doc, bulk))})[seq]
 
     def media_ids_by_canonical_url(self, urls: Sequence[str]) -> dict[str, str]:
         wanted = set(urls)
@@ -857,15 +1023,15 @@ class SqliteIndex:
                 total, seqs = self._columns.select(query, candidates, snapshot, after)
             else:
                 total, seqs = self._search_sql(conn, query, snapshot, after)
-            docs = {
-                seq: _joined_document(doc, bulk)
+            found = self._live(conn, {
+                seq: MediaRecord.model_validate_json(_joined_document(doc, bulk))
                 for seq, doc, bulk in conn.execute(
                     """SELECT d.seq, d.doc, b.bulk FROM docs d LEFT JOIN bulks b ON b.seq = d.seq
                        WHERE d.seq IN (SELECT value FROM json_each(?))""",
                     (json.dumps(seqs[: query.limit]),),
                 )
-            }
-        items = [MediaRecord.model_validate_json(docs[seq]) for seq in seqs[: query.limit]]
+            })
+        items = [found[seq] for seq in seqs[: query.limit]]
         next_cursor = None
         if len(seqs) > query.limit:
             last = items[-1]

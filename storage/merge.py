@@ -25,10 +25,14 @@ from deepwatch.contracts import (
 
 def already_applied(old: Sighting, new: Sighting) -> bool:
     """``new`` carries event positions that ``old``'s watermark covers: a redelivered event."""
-    if not new.applied:
+    return marks_cover(old.applied, new.applied)
+
+
+def marks_cover(marks: dict[str, EventPosition], applied: dict[str, EventPosition]) -> bool:
+    """:func:`already_applied` on the watermarks alone (backends that keep them apart from the sighting)."""
+    if not applied:
         return False
-    marks = old.applied
-    for partition, position in new.applied.items():  # a loop, not all(...): this runs for every hit
+    for partition, position in applied.items():  # a loop, not all(...): this runs for every hit
         mark = marks.get(partition)
         if mark is None or not mark.covers(position):
             return False
@@ -37,8 +41,13 @@ def already_applied(old: Sighting, new: Sighting) -> bool:
 
 def merge_applied(old: Sighting, new: Sighting) -> dict[str, EventPosition]:
     """Per partition the later of the two watermarks."""
-    merged = dict(old.applied)
-    for partition, position in new.applied.items():
+    return merged_marks(old.applied, new.applied)
+
+
+def merged_marks(marks: dict[str, EventPosition], applied: dict[str, EventPosition]) -> dict[str, EventPosition]:
+    """:func:`merge_applied` on the watermarks alone."""
+    merged = dict(marks)
+    for partition, position in applied.items():
         mark = merged.get(partition)
         if mark is None or not mark.covers(position):
             merged[partition] = position
@@ -167,15 +176,3 @@ def count_sightings(
         first, last = min(first, sighting.first_seen), max(last, sighting.last_seen)
         changed = True
     return (list(by_url.values()), first, last) if changed else None
-
-
-def counts_only(old: list[Sighting], new: list[Sighting]) -> bool:
-    """Sightings ``new``, made from ``old`` by :func:`count_sightings`, only counted known URLs up: no new URL, and
-    every sighting's hints as they were (the URLs, hints, platforms and sources are all a search can
-    see of the sightings; counts, times and watermarks are columns of their own)."""
-    if len(new) != len(old):
-        return False
-    for before, after in zip(old, new, strict=True):
-        if after.hints is not before.hints and after.hints != before.hints:
-            return False
-    return True

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from deepwatch.contracts import FaceScore, Fingerprints, MediaRecord, Review
 from deepwatch.settings import load_settings
-from storage import hamming
-from storage.index import SearchIndex, SearchIndexError, UnknownMedia, open_index
+from storage import hamming, merge
+from storage.index import RecordHead, SearchIndex, SearchIndexError, UnknownMedia, open_index
 from storage.index_sqlite import SqliteIndex
 from tests.index_support import HOUR, T0, MakeIndex, _open, drop, hex_of, media_id, record, sighting
 
@@ -374,6 +374,8 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
     conn.execute("ALTER TABLE media DROP COLUMN urls")
     conn.execute("UPDATE docs SET doc = json_patch(doc, (SELECT bulk FROM bulks b WHERE b.seq = docs.seq))")
     conn.execute("DROP TABLE bulks")
+    conn.execute("DROP TABLE sighting_counts")
+    conn.execute("DROP TABLE heads")
     conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -381,15 +383,47 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
         assert [idx.get(media_id(1)), idx.get(media_id(2))] == written
         counts = idx.aggregate()
         assert (counts.sightings, counts.distinct_urls) == (5, 3)
-        idx.add_sightings([(media_id(2), sighting("https://b.example/1", count=2))])
+        (head,) = idx.add_sightings([(media_id(2), sighting("https://b.example/1", count=2))])
         assert idx.aggregate().sightings == 7
         after = idx.get(media_id(2))
         assert after is not None and after.sightings[0].count == 3
+        assert head == RecordHead.of(after)  # from the heads the upgrade wrote
         assert (after.fingerprints, after.face_scores) == (scored.fingerprints, scored.face_scores)
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("7",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("8",)
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with pytest.raises(SearchIndexError, match="schema 99"):
         SqliteIndex(path)
+
+
+def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Path) -> None:
+    """A repost of a URL the record has, with its hints or none, changes that URL's row of sighting_counts and
+    the record's media row only: the stored JSON (every sighting, tens of thousands at a viral clip's record)
+    is neither read whole nor rewritten. New hints or a new URL change what is searched: the record is
+    rewritten, its JSON then holding the counts so far."""
+    path = tmp_path / "index.sqlite3"
+    viral = [sighting(f"https://b.example/{i}", title="a clip") for i in range(300)]
+    with SqliteIndex(path) as idx:
+        idx.upsert(record(1, sightings=viral))
+        conn = idx._conn
+
+        def doc() -> str:
+            return conn.execute("SELECT doc FROM docs").fetchone()[0]
+
+        stored = doc()
+        reposts = [sighting(f"https://b.example/{i}", first=T0 + HOUR, title="a clip" if i % 2 else None)
+                   for i in range(0, 300, 7)]
+        idx.add_sightings([(media_id(1), s) for s in reposts])
+        assert doc() == stored
+        assert conn.execute("SELECT count, last_seen FROM sighting_counts WHERE canonical_url = ?",
+                            ("https://b.example/7",)).fetchone() == (2, "2026-01-02T04:04:05Z")
+        after = idx.get(media_id(1))
+        assert after is not None and after.last_seen == T0 + HOUR
+        assert sum(s.count for s in after.sightings) == 300 + len(reposts) == idx.aggregate().sightings
+
+        idx.add_sightings([(media_id(1), sighting("https://b.example/7", first=T0 + 2 * HOUR, title="renamed"))])
+        assert doc() != stored and '"count":3' in doc()
+        assert idx.get(media_id(1)) == merge.add_sightings(after, [sighting("https://b.example/7", first=T0 + 2 * HOUR,
+                                                                            title="renamed")])

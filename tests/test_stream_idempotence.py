@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from deepwatch.contracts import EventPosition, Sighting
+from deepwatch.contracts import EventPosition, Hints, Sighting
 from storage.index import RecordHead, SearchIndex
 from storage.merge import add_sighting, add_sightings, merge_records
+from storage.query import SearchQuery
 from tests.index_support import T0, record, sighting
 
 URL = "https://example.com/v/1"
@@ -91,3 +92,36 @@ def test_a_batch_of_sightings_is_each_in_order(index: SearchIndex) -> None:
     assert counts(index, second.media_id) == {"https://example.com/v/2": 1, other: 1}
     assert index.find_by_canonical_url(other) == index.get(second.media_id)
     assert index.add_sightings([]) == []
+
+
+def test_every_read_gives_the_record_the_pure_merge_makes(index: SearchIndex) -> None:
+    """However a backend stores URL hits (SQLite counts a known URL up in a row of its own and leaves the record's
+    JSON as it was), ``get``, ``find_by_canonical_url`` and ``search`` return the record the pure merge makes: after
+    reposts with the stored hints or none, with new hints, at a new URL, earlier than anything seen, from another
+    partition, and replays of all of these."""
+    hinted = at(1, 100).model_copy(update={"hints": Hints(title="a clip")})
+    base = record(4, sightings=[hinted, sighting("https://example.com/v/9")])
+    index.upsert(base)
+    new_url = "https://example.com/v/10"
+    elsewhere = at(2, 101, when=timedelta(hours=5)).model_copy(
+        update={"applied": {"deepwatch.urls:7": EventPosition(offset=2, timestamp_ms=101)}})
+    batches = [
+        [at(2, 101, when=timedelta(hours=1)).model_copy(update={"hints": Hints(title="a clip")}),
+         at(3, 102, when=timedelta(hours=2))],
+        [at(3, 102, when=timedelta(hours=2)),  # a replay
+         at(4, 103, when=timedelta(hours=3)).model_copy(update={"hints": Hints(title="renamed")})],
+        [at(5, 104, url=new_url, when=timedelta(hours=4)), at(6, 105, when=timedelta(hours=-1))],
+        [elsewhere, at(7, 106, when=timedelta(hours=6))],
+        [elsewhere, at(5, 104, url=new_url, when=timedelta(hours=4))],  # replays only: nothing changes
+    ]
+    expected = base
+    for batch in batches:
+        heads = index.add_sightings([(base.media_id, s) for s in batch])
+        expected = add_sightings(expected, batch)
+        assert index.get(base.media_id) == expected
+        assert heads == [RecordHead.of(expected)] * len(batch)
+        assert index.find_by_canonical_url(new_url if new_url in counts(index, base.media_id) else URL) == expected
+        assert index.search(SearchQuery(text="renamed")).items == ([expected] if "renamed" in str(expected) else [])
+    assert counts(index, base.media_id) == {URL: 7, "https://example.com/v/9": 1, new_url: 1}
+    assert expected.first_seen == T0 - timedelta(hours=1) and expected.last_seen == T0 + timedelta(hours=6)
+    assert index.aggregate().sightings == 9

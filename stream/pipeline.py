@@ -56,7 +56,7 @@ from deepwatch.settings import Settings
 from storage import keys
 from storage.errors import InvalidKey, StorageError
 from storage.errors import NotFound as ObjectMissing
-from storage.index import DEFAULT_RADIUS, SearchIndex, SearchIndexError, UnknownMedia
+from storage.index import DEFAULT_RADIUS, RecordHead, SearchIndex, SearchIndexError, UnknownMedia
 from storage.keys import failure_key
 from storage.merge import merge_sighting
 from storage.objects import ObjectStore
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FAILED = "failed"  # the handled-URL table's value for a URL that failed for good
+RECORD_CHUNK = 1_000  # records per index write of URL hits (see StreamPipeline._record_sightings)
 
 
 class Permanent(Exception):
@@ -98,6 +99,16 @@ class _Hit:
     sighting: Sighting
     media_id: str
     remembered: bool = False  # the handled-URL table holds media_id for the URL (no need to write it there)
+
+
+def _chunks_by_record(hits: list[_Hit], records: int) -> list[list[int]]:
+    """Positions in ``hits`` grouped by record (records in order of their first hit, each record's hits in order),
+    ``records`` records a chunk."""
+    by_record: dict[str, list[int]] = {}
+    for position, hit in enumerate(hits):
+        by_record.setdefault(hit.media_id, []).append(position)
+    groups = list(by_record.values())
+    return [[p for group in groups[start : start + records] for p in group] for start in range(0, len(groups), records)]
 
 
 class StreamPipeline:
@@ -208,11 +219,33 @@ class StreamPipeline:
         return outcomes
 
     async def _record_sightings(self, hits: list[_Hit], dedup: str) -> list[bool]:
-        """Add each hit's sighting to its record (one index call), remember its URL and publish its result;
-        False for a hit whose record the index no longer holds."""
-        if not hits:
-            return []
-        heads = await self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits])
+        """Add each hit's sighting to its record, remember its URL and publish its result; False for a hit whose
+        record the index no longer holds.
+
+        The index writes go RECORD_CHUNK records at a time (all the hits of a record in one write, in order), each
+        chunk's results made and sent while the next chunk's write runs in its thread: SQLite lets go of the GIL
+        while it works, about a third of a write. Results of one record keep their order (they share a key)."""
+        chunks = _chunks_by_record(hits, RECORD_CHUNK)
+        done = [False] * len(hits)
+        writing = self._add_sightings([hits[i] for i in chunks[0]]) if chunks else None
+        try:
+            for k, chunk in enumerate(chunks):
+                assert writing is not None
+                heads = await writing
+                writing = self._add_sightings([hits[i] for i in chunks[k + 1]]) if k + 1 < len(chunks) else None
+                for position, ok in zip(chunk, await self._publish_hits([hits[i] for i in chunk], heads, dedup),
+                                        strict=True):
+                    done[position] = ok
+        finally:
+            if writing is not None:  # left by a failure: the caller reads these events again
+                writing.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return done
+
+    def _add_sightings(self, hits: list[_Hit]) -> asyncio.Future[list[RecordHead | None]]:
+        return asyncio.ensure_future(
+            self._service("record", self.index.add_sightings, [(h.media_id, h.sighting) for h in hits]))
+
+    async def _publish_hits(self, hits: list[_Hit], heads: list[RecordHead | None], dedup: str) -> list[bool]:
         done: list[bool] = []
         results: list[ScoredMedia] = []
         for hit, head in zip(hits, heads, strict=True):

@@ -349,3 +349,57 @@ def test_a_result_is_what_validating_its_values_gives() -> None:
                                 verdict=source.verdict, score=source.score, detectors=source.detectors, at=made.at)
         assert made == validated and made.to_json() == validated.to_json()
         assert ScoredMedia.model_validate_json(made.to_json()) == made
+
+
+def test_url_hits_are_written_a_few_records_at_a_time_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index writes of a batch of URL hits go a few records at a time (the next write runs while the
+    previous results are sent): every hit is counted once, each record's hits in their order, and its results
+    published in that order (they share a key)."""
+    from bench.stream import T0, known_records
+    from stream import pipeline as module
+
+    monkeypatch.setattr(module, "RECORD_CHUNK", 2)
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    known = known_records(5)
+    index.upsert_many(known)
+    results: list[ScoredMedia] = []
+
+    async def on_results(found: list[ScoredMedia]) -> None:
+        results.extend(found)
+
+    async def on_letter(d: DeadLetter) -> None:
+        raise AssertionError(f"nothing is dead-lettered: {d}")
+
+    handled: dict[str, str] = {}
+    pipeline = StreamPipeline(load_settings(data_dir=tmp_path), index=index, store=LocalObjectStore(tmp_path / "o"),
+                              scorer=None, handled=handled, publish_results=on_results,  # type: ignore[arg-type]
+                              publish_dead_letter=on_letter)
+    order = [3, 0, 3, 1, 4, 0, 2, 3, 1, 4, 4, 0]
+    events = []
+    for offset, i in enumerate(order):
+        url = known[i].sightings[0].canonical_url
+        events.append((UrlDiscovered(url=url, canonical_url=url, source="test", platform="web",
+                                     discovered_at=T0 + timedelta(minutes=1 + offset)),
+                       Position("deepwatch.urls", 0, offset, 1_000 + offset)))
+    assert asyncio.run(pipeline.process_many(events)) == ["url"] * len(order)
+    assert asyncio.run(pipeline.process_many(events[:4])) == ["url"] * 4  # redelivered: counted once
+    for i, record in enumerate(known):
+        stored = index.get(record.media_id)
+        assert stored is not None and stored.sightings[0].count == 1 + order.count(i)
+        assert stored.last_seen == T0 + timedelta(minutes=1 + max(k for k, j in enumerate(order) if j == i))
+        traces = [e.trace_id for e, _ in events if e.canonical_url == record.sightings[0].canonical_url]
+        assert [r.trace_id for r in results[: len(order)] if r.media_id == record.media_id] == traces
+        assert handled[record.sightings[0].canonical_url] == record.media_id
+    index.close()
+
+
+def test_chunks_by_record_keep_each_record_whole_and_in_order() -> None:
+    from stream.pipeline import _chunks_by_record, _Hit
+
+    def hit(media_id: str) -> _Hit:
+        return _Hit(event=None, position=None, sighting=None, media_id=media_id)  # type: ignore[arg-type]
+
+    hits = [hit(m) for m in "abacbdca"]
+    assert _chunks_by_record(hits, 2) == [[0, 2, 7, 1, 4], [3, 6, 5]]
+    assert _chunks_by_record(hits, 10) == [[0, 2, 7, 1, 4, 3, 6, 5]]
+    assert _chunks_by_record([], 2) == []

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +95,19 @@ BUSY_TIMEOUT_MS = 60_000
 # updates this row and the record's ``media`` row, never its JSON: reading, merging and rewriting the document
 # was ~70 us of a distinct repost, and grew with the record's URLs (37 ms a repost at 5,000 URLs). ``docs``
 # keeps the sightings as the record was last written whole; every read lays these rows over them (_live).
-# Times are kept as the JSON strings the document holds.
+# Rows are written from a record's first rewrite on (a first repost takes the whole read-merge-write, as does a
+# repost of a sighting that has no row yet): every record written, in bulk, paying for them cost a sixth of the
+# bulk upsert rate. A sighting without a row is as its JSON says.
+# Times are POSIX seconds (exact to the microsecond for centuries either side of now), read back in UTC.
 _SIGHTING_COUNTS = """CREATE TABLE IF NOT EXISTS sighting_counts (
         seq INTEGER NOT NULL, canonical_url TEXT NOT NULL, count INTEGER NOT NULL,
-        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, applied TEXT NOT NULL, hints_key INTEGER,
+        first_seen REAL NOT NULL, last_seen REAL NOT NULL, applied TEXT NOT NULL, hints_key INTEGER,
         PRIMARY KEY (seq, canonical_url)
     ) WITHOUT ROWID"""
 # What a URL hit's result names of its record (HEAD_FIELDS, as JSON): a few hundred bytes where ``docs`` holds a
 # kilobyte or more. Reading the documents of a batch of distinct records was a third of the hit path's index time
-# in a worker just started (their pages not yet in SQLite's cache).
+# in a worker just started (their pages not yet in SQLite's cache). Written, as the rows above, from a record's
+# first rewrite on.
 _HEADS = "CREATE TABLE IF NOT EXISTS heads (seq INTEGER PRIMARY KEY, head TEXT NOT NULL)"
 HEAD_FIELDS = frozenset({"media_id", "dedup", "verdict", "score", "detectors"})
 
@@ -219,24 +223,8 @@ _MIGRATIONS = {
         "UPDATE docs SET doc = json_remove(doc, {})".format(", ".join(f"'$.{name}'" for name in BULK_FIELDS)),
     ],
     # 7 -> 8: each sighting's count, times and watermarks in a row of its own, which URL hits update, and each
-    # record's head. Hints keys are left empty: a repost with hints then takes the whole read-merge-write once,
-    # which writes its key.
-    7: [
-        _SIGHTING_COUNTS,
-        _HEADS,
-        """INSERT INTO heads (seq, head)
-            SELECT seq, json_object('media_id', json_extract(doc, '$.media_id'),
-                                    'dedup', coalesce(json_extract(doc, '$.dedup'), 'none'),
-                                    'verdict', json_extract(doc, '$.verdict'), 'score', json_extract(doc, '$.score'),
-                                    'detectors', json(coalesce(json_extract(doc, '$.detectors'), '{}')))
-            FROM docs""",
-        f"""INSERT INTO sighting_counts (seq, canonical_url, count, first_seen, last_seen, applied)
-            SELECT d.seq, json_extract(s.value, '$.canonical_url'),
-                   coalesce(json_extract(s.value, '$.count'), {SIGHTING_COUNT_DEFAULT}),
-                   json_extract(s.value, '$.first_seen'), json_extract(s.value, '$.last_seen'),
-                   coalesce(json_extract(s.value, '$.applied'), '{{}}')
-            FROM docs d, json_each(d.doc, '$.sightings') s""",
-    ],
+    # record's head; both filled as records are next rewritten.
+    7: [_SIGHTING_COUNTS, _HEADS],
 }
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
@@ -383,27 +371,32 @@ class _HeadView(pydantic.BaseModel):
         return RecordHead(self.media_id, self.dedup, self.verdict, self.score, self.detectors)
 
 
-_TIME_JSON = pydantic.TypeAdapter(pydantic.AwareDatetime)
 # Stored watermarks were validated on their way in (Sighting.applied): read back, only their shape is checked.
 _MARKS_JSON = pydantic.TypeAdapter(dict[str, EventPosition])
 
 
-def _time_text(value: datetime) -> str:
-    """A time as the stored JSON writes it (what sighting_counts keeps)."""
-    return _TIME_JSON.dump_json(value).decode()[1:-1]
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _hints_key(hints: Hints | None) -> int | None:
     """64 bits standing for a sighting's hints (None for none): a repost whose hints differ from the stored ones
-    changes what is searched, and takes the whole read-merge-write."""
-    return None if hints is None else _ukey(hints.model_dump_json())
+    changes what is searched, and takes the whole read-merge-write. Made of the fields, not of a JSON dump of
+    them (a fifth of the cost); a unit separator keeps two fields from reading as one."""
+    if hints is None:
+        return None
+    posted = None if hints.posted_at is None else hints.posted_at.timestamp()
+    return _ukey(f"{hints.title!r}\x1f{hints.uploader!r}\x1f{posted!r}\x1f{hints.text!r}")
+
+
+def _marks_text(marks: dict[str, EventPosition]) -> str:
+    return _MARKS_JSON.dump_json(marks).decode() if marks else "{}"
 
 
 def _count_row(seq: int, sighting: Sighting) -> tuple[Any, ...]:
     """``sighting``'s row of sighting_counts."""
-    marks = _MARKS_JSON.dump_json(sighting.applied).decode()
-    return (seq, sighting.canonical_url, sighting.count, _time_text(sighting.first_seen),
-            _time_text(sighting.last_seen), marks, _hints_key(sighting.hints))
+    return (seq, sighting.canonical_url, sighting.count, sighting.first_seen.timestamp(),
+            sighting.last_seen.timestamp(), _marks_text(sighting.applied), _hints_key(sighting.hints))
 
 
 def _same(before: Sighting | None, after: Sighting) -> bool:
@@ -415,15 +408,14 @@ class _Counting:
     """One sighting's row of sighting_counts while a batch of URL hits counts it up (SqliteIndex.add_sightings)."""
 
     __slots__ = (
-        "added", "canonical_url", "count", "earlier", "first", "first_text", "hints_key", "last", "last_text", "marks"
+        "added", "canonical_url", "count", "earlier", "first", "hints_key", "last", "marks"
     )
 
-    def __init__(self, canonical_url: str, count: int, first_text: str, last_text: str, applied: str,
+    def __init__(self, canonical_url: str, count: int, first: float, last: float, applied: str,
                  hints_key: int | None) -> None:
         self.canonical_url = canonical_url
         self.count = count
-        self.first_text, self.last_text = first_text, last_text
-        self.first, self.last = datetime.fromisoformat(first_text), datetime.fromisoformat(last_text)
+        self.first, self.last = first, last  # POSIX seconds
         self.marks = _MARKS_JSON.validate_json(applied)
         self.hints_key = hints_key
         self.added = 0  # reports counted by this batch
@@ -439,11 +431,10 @@ class _Counting:
             return
         self.count += sighting.count
         self.added += sighting.count
-        if sighting.first_seen < self.first:
-            self.first, self.first_text = sighting.first_seen, _time_text(sighting.first_seen)
-            self.earlier = True
-        if sighting.last_seen > self.last:
-            self.last, self.last_text = sighting.last_seen, _time_text(sighting.last_seen)
+        first, last = sighting.first_seen.timestamp(), sighting.last_seen.timestamp()
+        if first < self.first:
+            self.first, self.earlier = first, True
+        self.last = max(self.last, last)
         self.marks = merge.merged_marks(self.marks, sighting.applied)
 
 
@@ -629,7 +620,7 @@ class SqliteIndex:
         URLs' rows of sighting_counts have now (URL hits update those alone)."""
         if not stored:
             return stored
-        rows: dict[int, dict[str, tuple[int, str, str, str]]] = {}
+        rows: dict[int, dict[str, tuple[int, float, float, str]]] = {}
         for seq, url, *live in conn.execute(
             """SELECT seq, canonical_url, count, first_seen, last_seen, applied FROM sighting_counts
                WHERE seq IN (SELECT value FROM json_each(?))""",
@@ -646,8 +637,8 @@ class SqliteIndex:
                 if row is not None and row[0] != sighting.count:
                     count, first, last, applied = row
                     sighting = sighting.copied_with(
-                        count=count, first_seen=_TIME_JSON.validate_python(first),
-                        last_seen=_TIME_JSON.validate_python(last), applied=_MARKS_JSON.validate_json(applied))
+                        count=count, first_seen=_utc(first), last_seen=_utc(last),
+                        applied=_MARKS_JSON.validate_json(applied))
                 sightings.append(sighting)
             if any(new is not old for new, old in zip(sightings, record.sightings, strict=True)):
                 record = record.copied_with(
@@ -727,11 +718,11 @@ class SqliteIndex:
             # A URL serving new bytes (an edited post) points at the record that gained it last.
             known = set() if old is None else {s.canonical_url for s in old.sightings}
             urls.update((s.canonical_url, seq) for s in record.sightings if s.canonical_url not in known)
-            before = {} if old is None else {s.canonical_url: s for s in old.sightings}
-            counts += [_count_row(seq, s) for s in record.sightings if not _same(before.get(s.canonical_url), s)]
-            if old is None or any(getattr(old, name) != getattr(record, name) for name in HEAD_FIELDS):
+            if old is not None:  # rows and head from a record's first rewrite on (see _SIGHTING_COUNTS)
+                before = {s.canonical_url: s for s in old.sightings}
+                counts += [_count_row(seq, s) for s in record.sightings if not _same(before.get(s.canonical_url), s)]
+                gone_counts += [(seq, url) for url in before.keys() - {s.canonical_url for s in record.sightings}]
                 heads.append((seq, record.model_dump_json(include=HEAD_FIELDS)))
-            gone_counts += [(seq, url) for url in before.keys() - {s.canonical_url for s in record.sightings}]
             if old is None or old.fingerprints != record.fingerprints:
                 if old is not None:
                     rehashed.append(seq)
@@ -838,16 +829,20 @@ class SqliteIndex:
         grouped = merge.by_record(items)
         with self._write() as conn:
             rows = conn.execute(
-                """SELECT m.seq, h.head FROM media m JOIN heads h ON h.seq = m.seq
+                """SELECT m.seq, m.media_id, h.head FROM media m LEFT JOIN heads h ON h.seq = m.seq
                    WHERE m.mkey IN (SELECT value FROM json_each(?))""",
                 (json.dumps([key for mid in grouped if (key := _mkey(mid)) is not None]),),
             ).fetchall()
             heads: dict[str, RecordHead] = {}
             seqs: dict[str, int] = {}
-            for seq, head in rows:
-                view = _HeadView.model_validate_json(head)
-                if view.media_id in grouped:  # not another id under the same mkey
-                    heads[view.media_id], seqs[view.media_id] = view.head(), seq
+            whole: list[str] = []  # records that take the whole read-merge-write
+            for seq, media_id, head in rows:
+                if media_id not in grouped:  # another id under the same mkey
+                    continue
+                if head is None:  # not rewritten since its first write: no rows yet
+                    whole.append(media_id)
+                    continue
+                heads[media_id], seqs[media_id] = _HeadView.model_validate_json(head).head(), seq
             wanted = [[seqs[mid], s.canonical_url] for mid, group in grouped.items() if mid in seqs for s in group]
             counting = {
                 (seq, url): _Counting(url, *rest)
@@ -859,7 +854,6 @@ class SqliteIndex:
                 )
             }
             counted: list[tuple[int, list[_Counting]]] = []
-            whole: list[str] = []  # records that take the whole read-merge-write
             for media_id, seq in seqs.items():
                 touched: dict[str, _Counting] = {}
                 for sighting in grouped[media_id]:
@@ -890,18 +884,18 @@ class SqliteIndex:
         conn.executemany(
             "UPDATE sighting_counts SET count = ?, first_seen = ?, last_seen = ?, applied = ? "
             "WHERE seq = ? AND canonical_url = ?",
-            [(row.count, row.first_text, row.last_text, _MARKS_JSON.dump_json(row.marks).decode(), seq,
+            [(row.count, row.first, row.last, _marks_text(row.marks), seq,
               row.canonical_url) for seq, rows in counted for row in rows],
         )
         conn.executemany(
             "UPDATE media SET last_seen = max(last_seen, ?), sightings = sightings + ? WHERE seq = ?",
-            [(max(row.last for row in rows).timestamp(), sum(row.added for row in rows), seq) for seq, rows in counted],
+            [(max(row.last for row in rows), sum(row.added for row in rows), seq) for seq, rows in counted],
         )
         # apart, and only where a report is older than the URL's: naming first_seen in an UPDATE rewrites the
         # record's entry in the time index (media_by_time) even when the value stays
         earlier = []
         for seq, rows in counted:
-            if moved := [row.first.timestamp() for row in rows if row.earlier]:
+            if moved := [row.first for row in rows if row.earlier]:
                 earlier.append((min(moved), seq, min(moved)))
         conn.executemany("UPDATE media SET first_seen = ? WHERE seq = ? AND first_seen > ?", earlier)
         conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(seq,) for seq, _ in counted])

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepwatch.contracts import FaceScore, Fingerprints, MediaRecord, Review
+from deepwatch.contracts import FaceScore, Fingerprints, MediaRecord, Review, Sighting
 from deepwatch.settings import load_settings
 from storage import hamming, merge
 from storage.index import RecordHead, SearchIndex, SearchIndexError, UnknownMedia, open_index
@@ -401,7 +401,8 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
 def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Path) -> None:
     """A repost of a URL the record has, with its hints or none, changes that URL's row of sighting_counts and
     the record's media row only: the stored JSON (every sighting, tens of thousands at a viral clip's record)
-    is neither read whole nor rewritten. New hints or a new URL change what is searched: the record is
+    is neither read whole nor rewritten. Rows are made at a record's first rewrite (its first repost takes the
+    whole path, as a bulk import writes none). New hints or a new URL change what is searched: the record is
     rewritten, its JSON then holding the counts so far."""
     path = tmp_path / "index.sqlite3"
     viral = [sighting(f"https://b.example/{i}", title="a clip") for i in range(300)]
@@ -412,18 +413,24 @@ def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Pat
         def doc() -> str:
             return conn.execute("SELECT doc FROM docs").fetchone()[0]
 
-        stored = doc()
-        reposts = [sighting(f"https://b.example/{i}", first=T0 + HOUR, title="a clip" if i % 2 else None)
-                   for i in range(0, 300, 7)]
-        idx.add_sightings([(media_id(1), s) for s in reposts])
-        assert doc() == stored
-        assert conn.execute("SELECT count, last_seen FROM sighting_counts WHERE canonical_url = ?",
-                            ("https://b.example/7",)).fetchone() == (2, "2026-01-02T04:04:05Z")
-        after = idx.get(media_id(1))
-        assert after is not None and after.last_seen == T0 + HOUR
-        assert sum(s.count for s in after.sightings) == 300 + len(reposts) == idx.aggregate().sightings
+        def reposts(hours: int) -> list[tuple[str, Sighting]]:
+            return [(media_id(1), sighting(f"https://b.example/{i}", first=T0 + hours * HOUR,
+                                           title="a clip" if i % 2 else None)) for i in range(0, 300, 7)]
 
-        idx.add_sightings([(media_id(1), sighting("https://b.example/7", first=T0 + 2 * HOUR, title="renamed"))])
-        assert doc() != stored and '"count":3' in doc()
-        assert idx.get(media_id(1)) == merge.add_sightings(after, [sighting("https://b.example/7", first=T0 + 2 * HOUR,
-                                                                            title="renamed")])
+        assert conn.execute("SELECT count(*) FROM sighting_counts").fetchone() == (0,)
+        idx.add_sightings(reposts(1))  # the first rewrite
+        assert conn.execute("SELECT count(*) FROM sighting_counts").fetchone() == (len(reposts(1)),)
+        stored = doc()
+        idx.add_sightings(reposts(2))
+        assert doc() == stored
+        count, last = conn.execute("SELECT count, last_seen FROM sighting_counts WHERE canonical_url = ?",
+                                   ("https://b.example/7",)).fetchone()
+        assert (count, last) == (3, (T0 + 2 * HOUR).timestamp())
+        after = idx.get(media_id(1))
+        assert after is not None and after.last_seen == T0 + 2 * HOUR
+        assert sum(s.count for s in after.sightings) == 300 + 2 * len(reposts(1)) == idx.aggregate().sightings
+
+        renamed = sighting("https://b.example/7", first=T0 + 3 * HOUR, title="renamed")
+        idx.add_sightings([(media_id(1), renamed)])
+        assert doc() != stored and '"count":4' in doc()
+        assert idx.get(media_id(1)) == merge.add_sightings(after, [renamed])

@@ -55,6 +55,23 @@ class InProcessScorer:
         return await asyncio.to_thread(run)
 
 
+def recording_pipeline(settings: Settings, index: SqliteIndex, store: LocalObjectStore,
+                       handled: dict[str, str] | None = None) -> tuple[StreamPipeline, list[ScoredMedia]]:
+    """A pipeline with no scorer (for URL hits) and the list its results land in; a dead letter fails the test."""
+    results: list[ScoredMedia] = []
+
+    async def on_results(found: list[ScoredMedia]) -> None:
+        results.extend(found)
+
+    async def on_letter(d: DeadLetter) -> None:
+        raise AssertionError(f"nothing is dead-lettered: {d}")
+
+    pipeline = StreamPipeline(settings, index=index, store=store, scorer=None,  # type: ignore[arg-type]
+                              handled={} if handled is None else handled, publish_results=on_results,
+                              publish_dead_letter=on_letter)
+    return pipeline, results
+
+
 def event(site: Site, path: str, canonical: str | None = None, hours: int = 0) -> UrlDiscovered:
     return UrlDiscovered(url=site.base + path, canonical_url=site.base + (canonical or path), source="test",
                          platform="web", discovered_at=T + timedelta(hours=hours))
@@ -291,16 +308,7 @@ def test_past_its_deadline_a_wait_for_a_service_that_is_down_gives_way(site: Sit
     index = DownIndex(tmp_path / "index.sqlite3")
     known = known_records(2)
     index.upsert_many(known)
-    results: list[ScoredMedia] = []
-
-    async def on_results(found: list[ScoredMedia]) -> None:
-        results.extend(found)
-
-    async def on_letter(d: DeadLetter) -> None:
-        raise AssertionError(f"nothing is dead-lettered: {d}")
-
-    pipeline = StreamPipeline(settings, index=index, store=DownStore(tmp_path / "objects"), scorer=None,  # type: ignore[arg-type]
-                              handled={}, publish_results=on_results, publish_dead_letter=on_letter)
+    pipeline, results = recording_pipeline(settings, index, DownStore(tmp_path / "objects"))
 
     def repost(i: int, offset: int) -> tuple[UrlDiscovered, Position]:
         url = known[i].sightings[0].canonical_url
@@ -362,18 +370,9 @@ def test_url_hits_are_written_a_few_records_at_a_time_in_order(tmp_path: Path, m
     index = SqliteIndex(tmp_path / "index.sqlite3")
     known = known_records(5)
     index.upsert_many(known)
-    results: list[ScoredMedia] = []
-
-    async def on_results(found: list[ScoredMedia]) -> None:
-        results.extend(found)
-
-    async def on_letter(d: DeadLetter) -> None:
-        raise AssertionError(f"nothing is dead-lettered: {d}")
-
     handled: dict[str, str] = {}
-    pipeline = StreamPipeline(load_settings(data_dir=tmp_path), index=index, store=LocalObjectStore(tmp_path / "o"),
-                              scorer=None, handled=handled, publish_results=on_results,  # type: ignore[arg-type]
-                              publish_dead_letter=on_letter)
+    pipeline, results = recording_pipeline(load_settings(data_dir=tmp_path), index, LocalObjectStore(tmp_path / "o"),
+                                           handled)
     order = [3, 0, 3, 1, 4, 0, 2, 3, 1, 4, 4, 0]
     events = []
     for offset, i in enumerate(order):

@@ -269,7 +269,8 @@ def _mkey(media_id: str) -> int | None:
 
 
 def _ukey(url: str) -> int:
-    """64 bits of a URL's BLAKE2b, as a signed int64: the key of the ``urls`` lookup index."""
+    """64 bits of a text's BLAKE2b, as a signed int64: for a URL, the key of the ``urls`` lookup index (also the
+    key of a sighting's hints, _hints_key)."""
     return int.from_bytes(hashlib.blake2b(url.encode(), digest_size=8).digest(), "big", signed=True)
 
 
@@ -407,9 +408,7 @@ def _same(before: Sighting | None, after: Sighting) -> bool:
 class _Counting:
     """One sighting's row of sighting_counts while a batch of URL hits counts it up (SqliteIndex.add_sightings)."""
 
-    __slots__ = (
-        "added", "canonical_url", "count", "earlier", "first", "hints_key", "last", "marks"
-    )
+    __slots__ = ("added", "canonical_url", "count", "earlier", "first", "hints_key", "last", "marks")
 
     def __init__(self, canonical_url: str, count: int, first: float, last: float, applied: str,
                  hints_key: int | None) -> None:
@@ -864,8 +863,9 @@ class SqliteIndex:
                     row.add(sighting)
                     touched[row.canonical_url] = row
                 else:
-                    counted.append((seq, [row for row in touched.values() if row.added]))
-            self._store_counts(conn, [(seq, changed) for seq, changed in counted if changed])
+                    if changed_rows := [row for row in touched.values() if row.added]:  # none: all redeliveries
+                        counted.append((seq, changed_rows))
+            self._store_counts(conn, counted)
             if whole:
                 changed = [
                     _Write(seq, old, merge.add_sightings(old, grouped[media_id]))
@@ -896,7 +896,8 @@ class SqliteIndex:
         earlier = []
         for seq, rows in counted:
             if moved := [row.first for row in rows if row.earlier]:
-                earlier.append((min(moved), seq, min(moved)))
+                first = min(moved)
+                earlier.append((first, seq, first))
         conn.executemany("UPDATE media SET first_seen = ? WHERE seq = ? AND first_seen > ?", earlier)
         conn.executemany("INSERT INTO changes (seq) VALUES (?)", [(seq,) for seq, _ in counted])
 

@@ -162,8 +162,8 @@ def count_sightings(
     known: list[Sighting], first: datetime, last: datetime, sightings: Iterable[Sighting]
 ) -> tuple[list[Sighting], datetime, datetime] | None:
     """What :func:`add_sightings` makes of a record's sightings and time range (``known``, ``first``,
-    ``last``): the new ones, or None when every one of ``sightings`` was a redelivery. Backends that keep
-    the sightings apart from the rest of a record apply it to them alone."""
+    ``last``): the new ones, or None when every one of ``sightings`` was a redelivery. (SQLite's URL hits do the
+    same per sighting row: ``storage.index_sqlite._Counting``.)"""
     by_url = {s.canonical_url: s for s in known}
     changed = False
     for sighting in sightings:

@@ -226,15 +226,15 @@ class StreamPipeline:
         chunk's results made and sent while the next chunk's write runs in its thread: SQLite lets go of the GIL
         while it works, about a third of a write. Results of one record keep their order (they share a key)."""
         chunks = _chunks_by_record(hits, RECORD_CHUNK)
+        chunk_hits = [[hits[i] for i in chunk] for chunk in chunks]
         done = [False] * len(hits)
-        writing = self._add_sightings([hits[i] for i in chunks[0]]) if chunks else None
+        writing = self._add_sightings(chunk_hits[0]) if chunks else None
         try:
             for k, chunk in enumerate(chunks):
                 assert writing is not None
                 heads = await writing
-                writing = self._add_sightings([hits[i] for i in chunks[k + 1]]) if k + 1 < len(chunks) else None
-                for position, ok in zip(chunk, await self._publish_hits([hits[i] for i in chunk], heads, dedup),
-                                        strict=True):
+                writing = self._add_sightings(chunk_hits[k + 1]) if k + 1 < len(chunks) else None
+                for position, ok in zip(chunk, await self._publish_hits(chunk_hits[k], heads, dedup), strict=True):
                     done[position] = ok
         finally:
             if writing is not None:  # left by a failure: the caller reads these events again

@@ -95,9 +95,9 @@ BUSY_TIMEOUT_MS = 60_000
 # updates this row and the record's ``media`` row, never its JSON: reading, merging and rewriting the document
 # was ~70 us of a distinct repost, and grew with the record's URLs (37 ms a repost at 5,000 URLs). ``docs``
 # keeps the sightings as the record was last written whole; every read lays these rows over them (_live).
-# Rows are written from a record's first rewrite on (a first repost takes the whole read-merge-write, as does a
-# repost of a sighting that has no row yet): every record written, in bulk, paying for them cost a sixth of the
-# bulk upsert rate. A sighting without a row is as its JSON says.
+# Rows are not written with a new record (paying for them in every bulk write cost a sixth of the bulk upsert
+# rate) but by the first repost of one of its URLs (_seed_rows), from the JSON's sightings, or by its first
+# rewrite. A sighting without a row is as its JSON says.
 # Times are POSIX seconds (exact to the microsecond for centuries either side of now), read back in UTC.
 _SIGHTING_COUNTS = """CREATE TABLE IF NOT EXISTS sighting_counts (
         seq INTEGER NOT NULL, canonical_url TEXT NOT NULL, count INTEGER NOT NULL,
@@ -106,8 +106,8 @@ _SIGHTING_COUNTS = """CREATE TABLE IF NOT EXISTS sighting_counts (
     ) WITHOUT ROWID"""
 # What a URL hit's result names of its record (HEAD_FIELDS, as JSON): a few hundred bytes where ``docs`` holds a
 # kilobyte or more. Reading the documents of a batch of distinct records was a third of the hit path's index time
-# in a worker just started (their pages not yet in SQLite's cache). Written, as the rows above, from a record's
-# first rewrite on.
+# in a worker just started (their pages not yet in SQLite's cache). Written, as the rows above, by a record's first
+# repost or rewrite.
 _HEADS = "CREATE TABLE IF NOT EXISTS heads (seq INTEGER PRIMARY KEY, head TEXT NOT NULL)"
 HEAD_FIELDS = frozenset({"media_id", "dedup", "verdict", "score", "detectors"})
 
@@ -372,6 +372,16 @@ class _HeadView(pydantic.BaseModel):
         return RecordHead(self.media_id, self.dedup, self.verdict, self.score, self.detectors)
 
 
+class _SeedView(_HeadView):
+    """What a record's first repost reads of its JSON to make its head and rows (_seed_rows): the head and the
+    sightings, from ``docs.doc`` alone; other fields are skipped unvalidated. Decoding a scored clip's whole
+    record (~30 KB) took 220-380 us, and most of a first repost's time."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    sightings: list[Sighting] = Field(default_factory=list)
+
+
 # Stored watermarks were validated on their way in (Sighting.applied): read back, only their shape is checked.
 _MARKS_JSON = pydantic.TypeAdapter(dict[str, EventPosition])
 
@@ -410,15 +420,25 @@ class _Counting:
 
     __slots__ = ("added", "canonical_url", "count", "earlier", "first", "hints_key", "last", "marks")
 
-    def __init__(self, canonical_url: str, count: int, first: float, last: float, applied: str,
-                 hints_key: int | None) -> None:
+    def __init__(self, canonical_url: str, count: int, first: float, last: float,
+                 marks: dict[str, EventPosition], hints_key: int | None) -> None:
         self.canonical_url = canonical_url
         self.count = count
         self.first, self.last = first, last  # POSIX seconds
-        self.marks = _MARKS_JSON.validate_json(applied)
+        self.marks = marks
         self.hints_key = hints_key
         self.added = 0  # reports counted by this batch
         self.earlier = False  # whether one of them moved first_seen back
+
+    @classmethod
+    def of_row(cls, canonical_url: str, count: int, first: float, last: float, applied: str,
+               hints_key: int | None) -> _Counting:
+        return cls(canonical_url, count, first, last, _MARKS_JSON.validate_json(applied), hints_key)
+
+    @classmethod
+    def of_sighting(cls, sighting: Sighting) -> _Counting:
+        return cls(sighting.canonical_url, sighting.count, sighting.first_seen.timestamp(),
+                   sighting.last_seen.timestamp(), dict(sighting.applied), _hints_key(sighting.hints))
 
     def counts(self, sighting: Sighting) -> bool:
         """Whether ``sighting`` (a new event at this URL) only counts the row up: its hints are none or the same."""
@@ -717,7 +737,7 @@ class SqliteIndex:
             # A URL serving new bytes (an edited post) points at the record that gained it last.
             known = set() if old is None else {s.canonical_url for s in old.sightings}
             urls.update((s.canonical_url, seq) for s in record.sightings if s.canonical_url not in known)
-            if old is not None:  # rows and head from a record's first rewrite on (see _SIGHTING_COUNTS)
+            if old is not None:  # a new record gets no rows nor head (see _SIGHTING_COUNTS)
                 before = {s.canonical_url: s for s in old.sightings}
                 counts += [_count_row(seq, s) for s in record.sightings if not _same(before.get(s.canonical_url), s)]
                 gone_counts += [(seq, url) for url in before.keys() - {s.canonical_url for s in record.sightings}]
@@ -821,8 +841,9 @@ class SqliteIndex:
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         """Most calls only count URLs the records already have up (reposts): those update each URL's row of
         ``sighting_counts`` and the record's ``media`` row, reading only the record's head (:class:`_HeadView`)
-        and never decoding, merging or rewriting its JSON. A record that gains a URL or new hints changes what
-        is searched, and takes the whole read-merge-write."""
+        and never decoding, merging or rewriting its JSON. A record's first repost makes its head and rows from
+        the head and sightings of its JSON first (:meth:`_seed_rows`). A record that gains a URL or new hints
+        changes what is searched, and takes the whole read-merge-write."""
         if not items:
             return []
         grouped = merge.by_record(items)
@@ -834,17 +855,15 @@ class SqliteIndex:
             ).fetchall()
             heads: dict[str, RecordHead] = {}
             seqs: dict[str, int] = {}
-            whole: list[str] = []  # records that take the whole read-merge-write
             for seq, media_id, head in rows:
                 if media_id not in grouped:  # another id under the same mkey
                     continue
-                if head is None:  # not rewritten since its first write: no rows yet
-                    whole.append(media_id)
-                    continue
-                heads[media_id], seqs[media_id] = _HeadView.model_validate_json(head).head(), seq
+                seqs[media_id] = seq
+                if head is not None:
+                    heads[media_id] = _HeadView.model_validate_json(head).head()
             wanted = [[seqs[mid], s.canonical_url] for mid, group in grouped.items() if mid in seqs for s in group]
             counting = {
-                (seq, url): _Counting(url, *rest)
+                (seq, url): _Counting.of_row(url, *rest)
                 for seq, url, *rest in conn.execute(
                     """SELECT seq, canonical_url, count, first_seen, last_seen, applied, hints_key FROM sighting_counts
                        WHERE (seq, canonical_url) IN
@@ -852,6 +871,11 @@ class SqliteIndex:
                     (json.dumps(wanted),),
                 )
             }
+            unseeded = [seq for mid, seq in seqs.items()
+                        if mid not in heads or any((seq, s.canonical_url) not in counting for s in grouped[mid])]
+            if unseeded:
+                heads.update((head.media_id, head) for head in self._seed_rows(conn, unseeded, counting))
+            whole: list[str] = []  # records that take the whole read-merge-write
             counted: list[tuple[int, list[_Counting]]] = []
             for media_id, seq in seqs.items():
                 touched: dict[str, _Counting] = {}
@@ -874,6 +898,33 @@ class SqliteIndex:
                 self._store_many(conn, [w for w in changed if w.record is not w.old])
                 heads.update((w.record.media_id, RecordHead.of(w.record)) for w in changed)
         return [heads.get(media_id) for media_id, _ in items]
+
+    @staticmethod
+    def _seed_rows(
+        conn: sqlite3.Connection, seqs: list[int], counting: dict[tuple[int, str], _Counting]
+    ) -> list[RecordHead]:
+        """Make the head and the sighting rows of the records ``seqs`` that they lack, from the head and sightings of
+        their JSON (rows are not written with a new record, see _SIGHTING_COUNTS); add the new rows to ``counting``
+        and return the heads. Rows that exist stay: they are as new as the JSON, or newer."""
+        heads: list[RecordHead] = []
+        new_heads: list[tuple[int, str]] = []
+        new_rows: list[tuple[Any, ...]] = []
+        for seq, doc, has_head in conn.execute(
+            """SELECT d.seq, d.doc, h.seq IS NOT NULL FROM docs d LEFT JOIN heads h ON h.seq = d.seq
+               WHERE d.seq IN (SELECT value FROM json_each(?))""",
+            (json.dumps(seqs),),
+        ):
+            view = _SeedView.model_validate_json(doc)
+            heads.append(view.head())
+            if not has_head:
+                new_heads.append((seq, view.model_dump_json(include=HEAD_FIELDS)))
+            for sighting in view.sightings:
+                if (seq, sighting.canonical_url) not in counting:
+                    counting[seq, sighting.canonical_url] = _Counting.of_sighting(sighting)
+                    new_rows.append(_count_row(seq, sighting))
+        conn.executemany("INSERT OR IGNORE INTO sighting_counts VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
+        conn.executemany("INSERT INTO heads (seq, head) VALUES (?, ?)", new_heads)
+        return heads
 
     @staticmethod
     def _store_counts(conn: sqlite3.Connection, counted: list[tuple[int, list[_Counting]]]) -> None:

@@ -401,13 +401,13 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
 def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Path) -> None:
     """A repost of a URL the record has, with its hints or none, changes that URL's row of sighting_counts and
     the record's media row only: the stored JSON (every sighting, tens of thousands at a viral clip's record)
-    is neither read whole nor rewritten. Rows are made at a record's first rewrite (its first repost takes the
-    whole path, as a bulk import writes none). New hints or a new URL change what is searched: the record is
-    rewritten, its JSON then holding the counts so far."""
+    is neither read whole nor rewritten. A new record has no rows (a bulk import writes none): its first repost
+    makes its head and a row for each of its URLs from the JSON. New hints or a new URL change what is searched:
+    the record is rewritten, its JSON then holding the counts so far."""
     path = tmp_path / "index.sqlite3"
     viral = [sighting(f"https://b.example/{i}", title="a clip") for i in range(300)]
     with SqliteIndex(path) as idx:
-        idx.upsert(record(1, sightings=viral))
+        first = idx.upsert(record(1, sightings=viral, verdict="fake", score=0.9, detectors={"meso4": 0.9}))
         conn = idx._conn
 
         def doc() -> str:
@@ -417,10 +417,14 @@ def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Pat
             return [(media_id(1), sighting(f"https://b.example/{i}", first=T0 + hours * HOUR,
                                            title="a clip" if i % 2 else None)) for i in range(0, 300, 7)]
 
-        assert conn.execute("SELECT count(*) FROM sighting_counts").fetchone() == (0,)
-        idx.add_sightings(reposts(1))  # the first rewrite
-        assert conn.execute("SELECT count(*) FROM sighting_counts").fetchone() == (len(reposts(1)),)
+        assert conn.execute("SELECT count(*) FROM sighting_counts UNION ALL SELECT count(*) FROM heads").fetchall() == [
+            (0,), (0,)]
         stored = doc()
+        heads = idx.add_sightings(reposts(1))  # the first repost
+        assert heads == [RecordHead.of(first)] * len(reposts(1))
+        assert conn.execute("SELECT count(*) FROM sighting_counts UNION ALL SELECT count(*) FROM heads").fetchall() == [
+            (300,), (1,)]
+        assert doc() == stored
         idx.add_sightings(reposts(2))
         assert doc() == stored
         count, last = conn.execute("SELECT count, last_seen FROM sighting_counts WHERE canonical_url = ?",
@@ -434,3 +438,22 @@ def test_sqlite_counts_a_known_url_up_without_rewriting_the_record(tmp_path: Pat
         idx.add_sightings([(media_id(1), renamed)])
         assert doc() != stored and '"count":4' in doc()
         assert idx.get(media_id(1)) == merge.add_sightings(after, [renamed])
+
+
+def test_sqlite_makes_missing_rows_of_a_rewritten_record_from_its_json(tmp_path: Path) -> None:
+    """A record rewritten before any repost (upserted again with a new URL) has a head and a row for the URL that
+    changed only: a repost of one of its other URLs makes the missing rows from the JSON, and counts up without a
+    rewrite."""
+    with SqliteIndex(tmp_path / "index.sqlite3") as idx:
+        idx.upsert(record(2, sightings=[sighting("https://c.example/1"), sighting("https://c.example/2")]))
+        conn = idx._conn
+        idx.upsert(record(2, sightings=[sighting("https://c.example/3", first=T0 + HOUR)]))
+        assert conn.execute("SELECT canonical_url FROM sighting_counts").fetchall() == [("https://c.example/3",)]
+        before = idx.get(media_id(2))
+        stored = conn.execute("SELECT doc FROM docs").fetchone()[0]
+        repost = sighting("https://c.example/1", first=T0 + 2 * HOUR)
+        (head,) = idx.add_sightings([(media_id(2), repost)])
+        assert conn.execute("SELECT count(*) FROM sighting_counts").fetchone() == (3,)
+        assert conn.execute("SELECT doc FROM docs").fetchone()[0] == stored
+        assert before is not None and head == RecordHead.of(before)
+        assert idx.get(media_id(2)) == merge.add_sightings(before, [repost])

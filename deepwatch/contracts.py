@@ -8,6 +8,7 @@ error that names the field, because a silently dropped field is a silently lost 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -427,6 +428,43 @@ class ScoredMedia(Contract):
     def key(self) -> bytes:
         """Kafka key: every result about one media item lands on the same partition, in order."""
         return self.media_id.encode()
+
+
+class _RecordScores(Part):
+    """The fields of a :class:`ScoredMedia` that come from its record, typed as there."""
+
+    verdict: Verdict | None
+    score: Probability | None
+    detectors: dict[str, DetectorScore] = Field(default_factory=dict)
+
+
+def record_scores_json(verdict: Verdict | None, score: float | None, detectors: dict[str, DetectorScore]) -> str:
+    """``"verdict":…,"score":…,"detectors":{…}``: the members of a :class:`ScoredMedia`'s JSON that come from its
+    record, as its own dump writes them, for :func:`scored_media_json`."""
+    return _RecordScores.assembled(verdict=verdict, score=score, detectors=detectors).model_dump_json()[1:-1]
+
+
+_json_string = json.JSONEncoder(ensure_ascii=False).encode  # escapes as pydantic does: quotes, backslash, controls
+
+
+def scored_media_json(
+    *, media_id: str, trace_id: str, canonical_url: str, dedup: DedupClass, record_scores: str,
+    at: datetime | None = None,
+) -> bytes:
+    """``ScoredMedia(...).to_json()``, written from validated values (a stored record's id and dedup class, an
+    event's trace id and URL) and the record's scores as :func:`record_scores_json` wrote them once.
+
+    The stream's URL-hit path publishes one result per event, most of them about records whose scores it read
+    as this JSON: decoding those scores into models and dumping them again with every result was a fifth of
+    that path's time (bench stream, distinct URLs: 6,600 to 8,400-8,700 events/s)."""
+    at = at or utcnow()
+    stamp = at.isoformat()
+    if stamp.endswith("+00:00"):  # pydantic writes UTC as Z
+        stamp = stamp[:-6] + "Z"
+    return (
+        f'{{"schema_version":{SCHEMA_VERSION},"media_id":"{media_id}","trace_id":{_json_string(trace_id)},'
+        f'"canonical_url":{_json_string(canonical_url)},"dedup":"{dedup}",{record_scores},"at":"{stamp}"}}'
+    ).encode()
 
 
 class UrlFailure(Contract):

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from deepwatch.contracts import record_scores_json
 from storage.hamming import HASH64, HASH256, HashSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
-    from deepwatch.contracts import DedupClass, DetectorScore, MediaRecord, Review, Sighting, Verdict
+    from deepwatch.contracts import DedupClass, MediaRecord, Review, Sighting
     from deepwatch.settings import Settings
     from storage.query import Aggregations, ReviewEvent, SearchPage, SearchQuery
 
@@ -51,13 +52,13 @@ class RecordHead:
 
     media_id: str
     dedup: DedupClass
-    verdict: Verdict | None
-    score: float | None
-    detectors: dict[str, DetectorScore]
+    # the result's verdict, score and detector scores as its JSON writes them (deepwatch.contracts.record_scores_json):
+    # a backend that stores them so hands them on without decoding them
+    scores: str
 
     @classmethod
     def of(cls, record: MediaRecord) -> RecordHead:
-        return cls(record.media_id, record.dedup, record.verdict, record.score, record.detectors)
+        return cls(record.media_id, record.dedup, record_scores_json(record.verdict, record.score, record.detectors))
 
 
 def record_hashes(record: MediaRecord, kind: str) -> list[str]:

@@ -55,6 +55,7 @@ from deepwatch.contracts import (
     Review,
     Sighting,
     Verdict,
+    record_scores_json,
 )
 from storage import hamming, merge
 from storage import search_memory as mirror
@@ -84,7 +85,7 @@ from storage.query import (
     text_terms,
 )
 
-SCHEMA_VERSION = 8  # older files are upgraded in place by _MIGRATIONS (below)
+SCHEMA_VERSION = 9  # older files are upgraded in place by _MIGRATIONS (below)
 # Stored apart from the rest of a record (the ``bulks`` table): the big fields, which URL hits never change.
 BULK_FIELDS = frozenset({"fingerprints", "face_scores"})
 # Long enough to ride out a burst of writers; each write holds the lock for milliseconds.
@@ -104,12 +105,12 @@ _SIGHTING_COUNTS = """CREATE TABLE IF NOT EXISTS sighting_counts (
         first_seen REAL NOT NULL, last_seen REAL NOT NULL, applied TEXT NOT NULL, hints_key INTEGER,
         PRIMARY KEY (seq, canonical_url)
     ) WITHOUT ROWID"""
-# What a URL hit's result names of its record (HEAD_FIELDS, as JSON): a few hundred bytes where ``docs`` holds a
-# kilobyte or more. Reading the documents of a batch of distinct records was a third of the hit path's index time
-# in a worker just started (their pages not yet in SQLite's cache). Written, as the rows above, by a record's first
-# repost or rewrite.
-_HEADS = "CREATE TABLE IF NOT EXISTS heads (seq INTEGER PRIMARY KEY, head TEXT NOT NULL)"
-HEAD_FIELDS = frozenset({"media_id", "dedup", "verdict", "score", "detectors"})
+# What a URL hit's result names of its record (storage.index.RecordHead): its dedup class, and its verdict, score
+# and detector scores as the result's JSON writes them, handed on undecoded. A few hundred bytes where ``docs``
+# holds a kilobyte or more: reading the documents of a batch of distinct records was a third of the hit path's index
+# time in a worker just started (their pages not yet in SQLite's cache). Written, as the rows above, by a record's
+# first repost or rewrite.
+_HEADS = "CREATE TABLE IF NOT EXISTS heads (seq INTEGER PRIMARY KEY, dedup TEXT NOT NULL, scores TEXT NOT NULL)"
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -225,6 +226,9 @@ _MIGRATIONS = {
     # 7 -> 8: each sighting's count, times and watermarks in a row of its own, which URL hits update, and each
     # record's head; both filled as records are next rewritten.
     7: [_SIGHTING_COUNTS, _HEADS],
+    # 8 -> 9: heads hold a result's JSON of the record's scores, not the record's: the old ones go, and each
+    # record's next repost makes its head again.
+    8: ["DROP TABLE heads", _HEADS],
 }
 # A text search matching more records than this is paged along the sort index instead of sorting
 # every match (see SqliteIndex.search).
@@ -359,27 +363,22 @@ def _timing_rows(record: MediaRecord, seq: int) -> set[tuple[str, float, int]]:
     return {(stage, seconds, seq) for stage, seconds in record.timings.items()}
 
 
-class _HeadView(pydantic.BaseModel):
-    """What a URL hit reads of a stored record: its head (the ``heads`` table)."""
+class _SeedView(pydantic.BaseModel):
+    """What a record's first repost reads of its JSON to make its head and rows (_seed_rows): the head's fields and
+    the sightings, from ``docs.doc`` alone; other fields are skipped unvalidated. Decoding a scored clip's whole
+    record (~30 KB) took 220-380 us, and most of a first repost's time."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
 
     media_id: str
     dedup: DedupClass = "none"
     verdict: Verdict | None = None
     score: Probability | None = None
     detectors: dict[str, DetectorScore] = Field(default_factory=dict)
+    sightings: list[Sighting] = Field(default_factory=list)
 
     def head(self) -> RecordHead:
-        return RecordHead(self.media_id, self.dedup, self.verdict, self.score, self.detectors)
-
-
-class _SeedView(_HeadView):
-    """What a record's first repost reads of its JSON to make its head and rows (_seed_rows): the head and the
-    sightings, from ``docs.doc`` alone; other fields are skipped unvalidated. Decoding a scored clip's whole
-    record (~30 KB) took 220-380 us, and most of a first repost's time."""
-
-    model_config = pydantic.ConfigDict(extra="ignore")
-
-    sightings: list[Sighting] = Field(default_factory=list)
+        return RecordHead(self.media_id, self.dedup, record_scores_json(self.verdict, self.score, self.detectors))
 
 
 # Stored watermarks were validated on their way in (Sighting.applied): read back, only their shape is checked.
@@ -695,7 +694,7 @@ class SqliteIndex:
         urls: dict[str, int] = {}  # canonical URL -> the seq it points at after this batch
         counts: list[tuple[Any, ...]] = []
         gone_counts: list[tuple[int, str]] = []
-        heads: list[tuple[int, str]] = []
+        heads: list[tuple[int, str, str]] = []
         for write in writes:
             record, old, seq = write.record, write.old, write.seq
             if seq is None:
@@ -741,7 +740,8 @@ class SqliteIndex:
                 before = {s.canonical_url: s for s in old.sightings}
                 counts += [_count_row(seq, s) for s in record.sightings if not _same(before.get(s.canonical_url), s)]
                 gone_counts += [(seq, url) for url in before.keys() - {s.canonical_url for s in record.sightings}]
-                heads.append((seq, record.model_dump_json(include=HEAD_FIELDS)))
+                head = RecordHead.of(record)
+                heads.append((seq, head.dedup, head.scores))
             if old is None or old.fingerprints != record.fingerprints:
                 if old is not None:
                     rehashed.append(seq)
@@ -776,7 +776,7 @@ class SqliteIndex:
         conn.executemany("INSERT INTO hashes (seq, kind, packed) VALUES (?, ?, ?)", new["hashes"])
         conn.executemany("DELETE FROM sighting_counts WHERE seq = ? AND canonical_url = ?", gone_counts)
         conn.executemany("INSERT OR REPLACE INTO sighting_counts VALUES (?, ?, ?, ?, ?, ?, ?)", counts)
-        conn.executemany("INSERT OR REPLACE INTO heads (seq, head) VALUES (?, ?)", heads)
+        conn.executemany("INSERT OR REPLACE INTO heads (seq, dedup, scores) VALUES (?, ?, ?)", heads)
 
     # --- SearchIndex: writes ----------------------------------------------------------------
     def upsert(self, record: MediaRecord) -> MediaRecord:
@@ -840,7 +840,7 @@ class SqliteIndex:
 
     def add_sightings(self, items: Sequence[tuple[str, Sighting]]) -> list[RecordHead | None]:
         """Most calls only count URLs the records already have up (reposts): those update each URL's row of
-        ``sighting_counts`` and the record's ``media`` row, reading only the record's head (:class:`_HeadView`)
+        ``sighting_counts`` and the record's ``media`` row, reading only the record's head (the ``heads`` table)
         and never decoding, merging or rewriting its JSON. A record's first repost makes its head and rows from
         the head and sightings of its JSON first (:meth:`_seed_rows`). A record that gains a URL or new hints
         changes what is searched, and takes the whole read-merge-write."""
@@ -849,18 +849,18 @@ class SqliteIndex:
         grouped = merge.by_record(items)
         with self._write() as conn:
             rows = conn.execute(
-                """SELECT m.seq, m.media_id, h.head FROM media m LEFT JOIN heads h ON h.seq = m.seq
+                """SELECT m.seq, m.media_id, h.dedup, h.scores FROM media m LEFT JOIN heads h ON h.seq = m.seq
                    WHERE m.mkey IN (SELECT value FROM json_each(?))""",
                 (json.dumps([key for mid in grouped if (key := _mkey(mid)) is not None]),),
             ).fetchall()
             heads: dict[str, RecordHead] = {}
             seqs: dict[str, int] = {}
-            for seq, media_id, head in rows:
+            for seq, media_id, dedup, scores in rows:
                 if media_id not in grouped:  # another id under the same mkey
                     continue
                 seqs[media_id] = seq
-                if head is not None:
-                    heads[media_id] = _HeadView.model_validate_json(head).head()
+                if scores is not None:
+                    heads[media_id] = RecordHead(media_id, dedup, scores)
             wanted = [[seqs[mid], s.canonical_url] for mid, group in grouped.items() if mid in seqs for s in group]
             counting = {
                 (seq, url): _Counting.of_row(url, *rest)
@@ -907,7 +907,7 @@ class SqliteIndex:
         their JSON (rows are not written with a new record, see _SIGHTING_COUNTS); add the new rows to ``counting``
         and return the heads. Rows that exist stay: they are as new as the JSON, or newer."""
         heads: list[RecordHead] = []
-        new_heads: list[tuple[int, str]] = []
+        new_heads: list[tuple[int, str, str]] = []
         new_rows: list[tuple[Any, ...]] = []
         for seq, doc, has_head in conn.execute(
             """SELECT d.seq, d.doc, h.seq IS NOT NULL FROM docs d LEFT JOIN heads h ON h.seq = d.seq
@@ -915,15 +915,16 @@ class SqliteIndex:
             (json.dumps(seqs),),
         ):
             view = _SeedView.model_validate_json(doc)
-            heads.append(view.head())
+            head = view.head()
+            heads.append(head)
             if not has_head:
-                new_heads.append((seq, view.model_dump_json(include=HEAD_FIELDS)))
+                new_heads.append((seq, head.dedup, head.scores))
             for sighting in view.sightings:
                 if (seq, sighting.canonical_url) not in counting:
                     counting[seq, sighting.canonical_url] = _Counting.of_sighting(sighting)
                     new_rows.append(_count_row(seq, sighting))
         conn.executemany("INSERT OR IGNORE INTO sighting_counts VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows)
-        conn.executemany("INSERT INTO heads (seq, head) VALUES (?, ?)", new_heads)
+        conn.executemany("INSERT INTO heads (seq, dedup, scores) VALUES (?, ?, ?)", new_heads)
         return heads
 
     @staticmethod

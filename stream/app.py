@@ -40,14 +40,13 @@ from deepwatch.contracts import (
     TOPIC_URLS,
     ContractError,
     DeadLetter,
-    ScoredMedia,
     UrlDiscovered,
     parse,
 )
 from deepwatch.partition import DefaultPartitioner
 from deepwatch.settings import Settings
 from stream.metrics import CONTENT_TYPE, StreamMetrics
-from stream.records import Position
+from stream.records import Position, ResultMessage
 from stream.results import ResultBatches
 from stream.retry import GiveWay
 from stream.transport import Transport
@@ -187,12 +186,12 @@ def create_app(settings: Settings, bootstrap: str, pipeline: Pipeline | None = N
     pending_results = ResultBatches(lambda: app.producer._ensure_producer(), TOPIC_RESULTS)
     results_declared = False
 
-    async def publish_results(found: Sequence[ScoredMedia]) -> None:
+    async def publish_results(found: Sequence[ResultMessage]) -> None:
         nonlocal results_declared
         if not results_declared:  # what Topic.send did first (creates the topic where the broker does not)
             await results.maybe_declare()
             results_declared = True
-        await pending_results.add((result.key(), result.to_json()) for result in found)
+        await pending_results.add(found)
         await pending_results.send()  # out now, not at the end of the batch: scoring new media takes a while
 
     async def publish_dead_letter(letter: DeadLetter) -> None:

@@ -42,7 +42,6 @@ from typing import Any, TypeVar
 from deepwatch.contracts import (
     DeadLetter,
     MediaRecord,
-    ScoredMedia,
     Sighting,
     StoredObjects,
     UrlDiscovered,
@@ -62,7 +61,7 @@ from storage.merge import merge_sighting
 from storage.objects import ObjectStore
 from stream.dedup import Decision, by_content, by_url, near_duplicate_record
 from stream.metrics import StreamMetrics
-from stream.records import Position, new_record, result_of, scored, sighting_at, url_failure
+from stream.records import Position, ResultMessage, new_record, result_of, scored, sighting_at, url_failure
 from stream.retry import Backoff, GiveWay, past
 from stream.scoring_client import ScoringClient, ScoringRejected
 
@@ -120,7 +119,7 @@ class StreamPipeline:
         store: ObjectStore,
         scorer: ScoringClient,
         handled: MutableMapping[str, str],
-        publish_results: Callable[[Sequence[ScoredMedia]], Awaitable[Any]],
+        publish_results: Callable[[Sequence[ResultMessage]], Awaitable[Any]],
         publish_dead_letter: Callable[[DeadLetter], Awaitable[Any]],
         metrics: StreamMetrics | None = None,
     ):
@@ -247,7 +246,7 @@ class StreamPipeline:
 
     async def _publish_hits(self, hits: list[_Hit], heads: list[RecordHead | None], dedup: str) -> list[bool]:
         done: list[bool] = []
-        results: list[ScoredMedia] = []
+        results: list[ResultMessage] = []
         for hit, head in zip(hits, heads, strict=True):
             if head is None:
                 # The table (or the content search) names a record the index no longer has (an index
@@ -375,7 +374,7 @@ class StreamPipeline:
         self.metrics.events.labels("record").inc()
         stored = await self._service("record", self.index.upsert, record)
         self.handled[event.canonical_url] = stored.media_id
-        await self.publish_results([result_of(stored, event, record.dedup)])
+        await self.publish_results([result_of(RecordHead.of(stored), event, record.dedup)])
 
     # --- failures ---------------------------------------------------------------------------------
     async def _fail(self, event: UrlDiscovered, position: Position | None, sighting: Any, failure: Permanent) -> None:

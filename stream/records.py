@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deepwatch.contracts import (
+    DedupClass,
     EventPosition,
     MediaInfo,
     MediaRecord,
-    ScoredMedia,
     Sighting,
     StoredObjects,
     UrlDiscovered,
     UrlFailure,
+    scored_media_json,
 )
 from stream.dedup import sighting_of
 
@@ -84,21 +85,20 @@ def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> 
     )
 
 
-def result_of(record: MediaRecord | RecordHead, event: UrlDiscovered, dedup: str | None = None) -> ScoredMedia:
+# A result as published on deepwatch.results: its Kafka key (the media id) and its JSON (ScoredMedia)
+ResultMessage = tuple[bytes, bytes]
+
+
+def result_of(head: RecordHead, event: UrlDiscovered, dedup: DedupClass | None = None) -> ResultMessage:
     """What ``deepwatch.results`` hears about one event; ``dedup`` is how this event was resolved
     (a URL hit on a record that was itself a near-duplicate is still a "url" event).
 
-    Every value comes from a validated event or record, so the result is assembled, not validated again:
-    validating it was a seventh of a URL hit's CPU in the worker (bench stream, by py-spy)."""
-    return ScoredMedia.assembled(
-        media_id=record.media_id,
-        trace_id=event.trace_id,
-        canonical_url=event.canonical_url,
-        dedup=dedup or record.dedup,  # type: ignore[arg-type]
-        verdict=record.verdict,
-        score=record.score,
-        detectors=record.detectors,
-    )
+    Every value comes from a validated event or record, so the result is written, not validated again, and the
+    record's scores are written as the index handed them (``RecordHead.scores``): the stream publishes one result
+    per event (deepwatch.contracts.scored_media_json)."""
+    json = scored_media_json(media_id=head.media_id, trace_id=event.trace_id, canonical_url=event.canonical_url,
+                             dedup=dedup or head.dedup, record_scores=head.scores)
+    return head.media_id.encode(), json
 
 
 def url_failure(sighting: Sighting, stage: str, error: BaseException, attempts: int) -> UrlFailure:

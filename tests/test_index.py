@@ -387,10 +387,10 @@ def test_sqlite_upgrades_a_schema_5_index_in_place(tmp_path: Path) -> None:
         assert idx.aggregate().sightings == 7
         after = idx.get(media_id(2))
         assert after is not None and after.sightings[0].count == 3
-        assert head == RecordHead.of(after)  # from the heads the upgrade wrote
+        assert head == RecordHead.of(after)  # the head this first repost made
         assert (after.fingerprints, after.face_scores) == (scored.fingerprints, scored.face_scores)
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("8",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("9",)
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -457,3 +457,30 @@ def test_sqlite_makes_missing_rows_of_a_rewritten_record_from_its_json(tmp_path:
         assert conn.execute("SELECT doc FROM docs").fetchone()[0] == stored
         assert before is not None and head == RecordHead.of(before)
         assert idx.get(media_id(2)) == merge.add_sightings(before, [repost])
+
+
+def test_sqlite_upgrades_schema_8_heads(tmp_path: Path) -> None:
+    """Schema 8 kept a head as the record's JSON: the upgrade drops those, and a record's next repost makes its head
+    again (a result's JSON of its scores), its sighting rows kept."""
+    import sqlite3
+
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as idx:
+        idx.upsert(record(1, sightings=[sighting("https://a.example/1")], verdict="fake", score=0.9,
+                          detectors={"meso4": 0.9}))
+        idx.add_sightings([(media_id(1), sighting("https://a.example/1", first=T0 + HOUR))])
+        before = idx.get(media_id(1))
+    conn = sqlite3.connect(path)  # back to schema 8: the head as the record's JSON
+    conn.execute("DROP TABLE heads")
+    conn.execute("CREATE TABLE heads (seq INTEGER PRIMARY KEY, head TEXT NOT NULL)")
+    conn.execute("INSERT INTO heads SELECT seq, '{\"media_id\":\"' || media_id || '\"}' FROM media")
+    conn.execute("UPDATE meta SET value = '8' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with SqliteIndex(path) as idx:
+        assert idx.get(media_id(1)) == before and before is not None
+        assert idx._conn.execute("SELECT count(*) FROM heads").fetchone() == (0,)
+        repost = sighting("https://a.example/1", first=T0 + 2 * HOUR)
+        assert idx.add_sightings([(media_id(1), repost)]) == [RecordHead.of(before)]
+        assert idx.get(media_id(1)) == merge.add_sightings(before, [repost])
+        assert idx._conn.execute("SELECT count(*) FROM heads").fetchone() == (1,)

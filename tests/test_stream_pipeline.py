@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from deepwatch.contracts import DeadLetter, ScoredMedia, UrlDiscovered
+from deepwatch.contracts import DeadLetter, ScoredMedia, UrlDiscovered, parse
 from deepwatch.media.encode import write_video
 from deepwatch.settings import Settings, load_settings
 from serve.scoring import aggregate
 from storage.index_sqlite import SqliteIndex
 from storage.objects_local import LocalObjectStore
 from stream.pipeline import FAILED, StreamPipeline
-from stream.records import Position
+from stream.records import Position, ResultMessage
 from stream.retry import GiveWay
 from stream.scoring_client import ScoreAnswer
 from tests.detector_support import face_image, face_scene
@@ -55,13 +55,20 @@ class InProcessScorer:
         return await asyncio.to_thread(run)
 
 
+def as_read(found: list[ResultMessage]) -> list[ScoredMedia]:
+    """Published results as a consumer of deepwatch.results reads them; each is keyed by its media id."""
+    results = [parse(ScoredMedia, value) for _, value in found]
+    assert [key for key, _ in found] == [r.media_id.encode() for r in results]
+    return results
+
+
 def recording_pipeline(settings: Settings, index: SqliteIndex, store: LocalObjectStore,
                        handled: dict[str, str] | None = None) -> tuple[StreamPipeline, list[ScoredMedia]]:
     """A pipeline with no scorer (for URL hits) and the list its results land in; a dead letter fails the test."""
     results: list[ScoredMedia] = []
 
-    async def on_results(found: list[ScoredMedia]) -> None:
-        results.extend(found)
+    async def on_results(found: list[ResultMessage]) -> None:
+        results.extend(as_read(found))
 
     async def on_letter(d: DeadLetter) -> None:
         raise AssertionError(f"nothing is dead-lettered: {d}")
@@ -100,8 +107,8 @@ def test_every_dedup_class_and_failure(site: Site, tmp_path: Path, models_dir: P
     letters: list[DeadLetter] = []
     handled: dict[str, str] = {}
 
-    async def on_results(found: list[ScoredMedia]) -> None:
-        results.extend(found)
+    async def on_results(found: list[ResultMessage]) -> None:
+        results.extend(as_read(found))
 
     async def on_letter(d: DeadLetter) -> None:
         letters.append(d)
@@ -198,8 +205,8 @@ def test_past_its_deadline_a_batch_starts_no_fetch(site: Site, tmp_path: Path, m
     results: list[ScoredMedia] = []
     letters: list[DeadLetter] = []
 
-    async def on_results(found: list[ScoredMedia]) -> None:
-        results.extend(found)
+    async def on_results(found: list[ResultMessage]) -> None:
+        results.extend(as_read(found))
 
     async def on_letter(d: DeadLetter) -> None:
         letters.append(d)
@@ -251,8 +258,8 @@ def test_a_hit_writes_the_handled_table_only_when_it_did_not_know_the_url(tmp_pa
     handled = CountingTable()
     published: list[ScoredMedia] = []
 
-    async def on_results(found: list[ScoredMedia]) -> None:
-        published.extend(found)
+    async def on_results(found: list[ResultMessage]) -> None:
+        published.extend(as_read(found))
 
     async def on_letter(d: DeadLetter) -> None:
         raise AssertionError(d)
@@ -339,24 +346,40 @@ def test_past_its_deadline_a_wait_for_a_service_that_is_down_gives_way(site: Sit
 
 
 def test_a_result_is_what_validating_its_values_gives() -> None:
-    """result_of assembles the result from validated values: it must be the very result that validating them
-    builds, byte for byte, for a URL hit's record head and for a whole record."""
-    from deepwatch.contracts import DetectorScore
+    """Results are written from validated values, the record's scores as the index keeps them (RecordHead.scores):
+    each must be, byte for byte, what validating those values and dumping the contract gives, for a URL hit's record
+    head and for a whole record, whatever the URL and trace id hold and whenever it is written."""
+    from deepwatch.contracts import DetectorScore, record_scores_json, scored_media_json
     from storage.index import RecordHead
     from stream.records import result_of
     from tests.index_support import record
 
     event = UrlDiscovered(url="https://video.example/v/1?utm_source=x", canonical_url="https://video.example/v/1",
                           source="bench", platform="web", discovered_at=datetime(2026, 11, 2, tzinfo=UTC))
-    scores = {"meso4_df": DetectorScore(p_fake=0.8, model_version="2018.1", frames=32)}
-    head = RecordHead(record(1).media_id, "near", "fake", 0.8, scores)
-    for source, dedup in ((head, "url"), (record(2, detectors={"d": 0.2}, score=0.2, verdict="real"), None)):
-        made = result_of(source, event, dedup)
-        validated = ScoredMedia(media_id=source.media_id, trace_id=event.trace_id,
-                                canonical_url=event.canonical_url, dedup=dedup or source.dedup,
-                                verdict=source.verdict, score=source.score, detectors=source.detectors, at=made.at)
-        assert made == validated and made.to_json() == validated.to_json()
-        assert ScoredMedia.model_validate_json(made.to_json()) == made
+    # quotes, backslashes, a control character, DEL, non-ASCII and a line separator, in the values an event brings
+    odd = event.model_copy(update={"canonical_url": 'https://b.example/"\\\u00e9\u2028/\x7f',
+                                   "trace_id": 'a"\\\t\x01\u00e9'})
+    scores = {"meso4_df": DetectorScore(p_fake=0.8, model_version="2018.1", frames=32),
+              "x": DetectorScore(p_fake=1e-07, model_version='v"2', frames=0)}
+    scored = record(2, detectors={"d": 0.2}, score=0.2, verdict="real")
+    unscored = record(3)
+    heads = [(RecordHead(record(1).media_id, "near", record_scores_json("fake", 0.8, scores)), "fake", 0.8, scores),
+             (RecordHead.of(scored), "real", 0.2, scored.detectors), (RecordHead.of(unscored), None, None, {})]
+    for head, verdict, score, detectors in heads:
+        for e in (event, odd):
+            for dedup in ("url", None):
+                for at in (datetime(2026, 12, 7, 10, 0, tzinfo=UTC), datetime(2026, 12, 7, 10, 0, 0, 1234, tzinfo=UTC)):
+                    validated = ScoredMedia(media_id=head.media_id, trace_id=e.trace_id, canonical_url=e.canonical_url,
+                                            dedup=dedup or head.dedup, verdict=verdict, score=score,
+                                            detectors=detectors, at=at)
+                    written = scored_media_json(media_id=head.media_id, trace_id=e.trace_id,
+                                                canonical_url=e.canonical_url, dedup=dedup or head.dedup,
+                                                record_scores=head.scores, at=at)
+                    assert written == validated.to_json()
+                key, value = result_of(head, e, dedup)  # now
+                read = parse(ScoredMedia, value)
+                assert key == head.media_id.encode() and read.model_copy(update={"at": at}) == validated
+                assert abs((read.at - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_url_hits_are_written_a_few_records_at_a_time_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
+SAME_LENGTH_BATCH = 64  # keys at least, for numpy's fixed cost to pay off (murmur2_same_length)
 
 
 def murmur2(data: bytes) -> int:
@@ -45,6 +46,37 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+def murmur2_same_length(keys: Sequence[bytes]) -> list[int]:
+    """:func:`murmur2` of each of ``keys``, which all have the same length, computed across the keys with numpy: a
+    batch of results keyed by distinct media ids (64 bytes) takes 16 vector steps rather than 16 steps a key."""
+    import numpy as np
+
+    length = len(keys[0])
+    data = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), length)
+    m = np.uint32(_M)
+    h = np.full(len(keys), (_SEED ^ length) & _MASK, dtype=np.uint32)  # uint32 arithmetic wraps as & _MASK does
+    words = length // 4
+    packed = np.ascontiguousarray(data[:, : words * 4]).view("<u4")
+    for j in range(words):
+        k = packed[:, j] * m
+        k ^= k >> 24
+        k *= m
+        h = (h * m) ^ k
+    tail = length & 3
+    if tail:
+        rest = data[:, words * 4 :].astype(np.uint32)
+        if tail >= 3:
+            h ^= rest[:, 2] << 16
+        if tail >= 2:
+            h ^= rest[:, 1] << 8
+        h ^= rest[:, 0]
+        h *= m
+    h ^= h >> 13
+    h *= m
+    h ^= h >> 15
+    return h.tolist()  # type: ignore[no-any-return]
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition (0 .. partitions-1) the default partitioner picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -65,3 +97,12 @@ class DefaultPartitioner:
         if key is None:  # no key: any partition that has a leader now, as aiokafka does
             return random.choice(available or all_partitions)
         return all_partitions[_cached_index(key, len(all_partitions))]
+
+    def place(self, keys: Sequence[bytes], all_partitions: Sequence[int]) -> list[int]:
+        """The partition of each of ``keys``, as calling this partitioner for each gives. A batch of keys of one
+        length is hashed together (:func:`murmur2_same_length`): the results of a batch of reposts of distinct
+        media items each missed the memory, and the hash was a fourteenth of the worker's time (bench stream)."""
+        if len(keys) < SAME_LENGTH_BATCH or any(len(key) != len(keys[0]) for key in keys):
+            return [self(key, all_partitions, all_partitions) for key in keys]
+        n = len(all_partitions)
+        return [all_partitions[(h & 0x7FFFFFFF) % n] for h in murmur2_same_length(keys)]

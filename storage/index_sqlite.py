@@ -861,7 +861,8 @@ class SqliteIndex:
                 seqs[media_id] = seq
                 if scores is not None:
                     heads[media_id] = RecordHead(media_id, dedup, scores)
-            wanted = [[seqs[mid], s.canonical_url] for mid, group in grouped.items() if mid in seqs for s in group]
+            wanted = list({(seqs[mid], s.canonical_url): None for mid, group in grouped.items() if mid in seqs
+                           for s in group})
             counting = {
                 (seq, url): _Counting.of_row(url, *rest)
                 for seq, url, *rest in conn.execute(
@@ -871,9 +872,9 @@ class SqliteIndex:
                     (json.dumps(wanted),),
                 )
             }
-            unseeded = [seq for mid, seq in seqs.items()
-                        if mid not in heads or any((seq, s.canonical_url) not in counting for s in grouped[mid])]
-            if unseeded:
+            if len(heads) < len(seqs) or len(counting) < len(wanted):  # a head or a URL's row is missing
+                unseeded = [seq for mid, seq in seqs.items()
+                            if mid not in heads or any((seq, s.canonical_url) not in counting for s in grouped[mid])]
                 heads.update((head.media_id, head) for head in self._seed_rows(conn, unseeded, counting))
             whole: list[str] = []  # records that take the whole read-merge-write
             counted: list[tuple[int, list[_Counting]]] = []

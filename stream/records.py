@@ -44,7 +44,10 @@ def sighting_at(event: UrlDiscovered, position: Position | None) -> Sighting:
     """The event's sighting, carrying its position so that a redelivery is recognised (``Sighting.applied``)."""
     if position is None:
         return sighting_of(event)
-    mark = EventPosition(offset=position.offset, timestamp_ms=position.timestamp_ms)
+    if position.offset >= 0 and position.timestamp_ms >= 0:  # all a mark's rules: not checked again per event
+        mark = EventPosition.assembled(offset=position.offset, timestamp_ms=position.timestamp_ms)
+    else:
+        mark = EventPosition(offset=position.offset, timestamp_ms=position.timestamp_ms)  # says what is wrong
     return sighting_of(event, {position.partition_name: mark})
 
 

@@ -10,7 +10,7 @@ same batches. Results keep Kafka's default partition for their key (``deepwatch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepwatch.partition import DefaultPartitioner
@@ -29,13 +29,13 @@ class ResultBatches:
         self._open: dict[int, Any] = {}  # partition -> the record batch being filled
         self._sent: list[asyncio.Future[Any]] = []  # delivery of the record batches sent since the last settle
 
-    async def add(self, results: Iterable[tuple[bytes, bytes]]) -> None:
+    async def add(self, results: Sequence[tuple[bytes, bytes]]) -> None:
         """Append ``(key, value)`` results to their partitions' open record batches; a batch that fills is sent."""
         producer = self._producer()
         if self._partitions is None:
             self._partitions = sorted(await producer.partitions_for(self.topic))
-        for key, value in results:
-            partition = self._partitioner(key, self._partitions, self._partitions)
+        placed = self._partitioner.place([key for key, _ in results], self._partitions)
+        for (key, value), partition in zip(results, placed, strict=True):
             batch = self._open.get(partition)
             if batch is None:
                 batch = self._open[partition] = producer.create_batch()

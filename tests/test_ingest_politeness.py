@@ -19,7 +19,7 @@ from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 from deepwatch.backoff import retry_after_seconds
 from deepwatch.media.errors import NotFound, Transient
-from deepwatch.partition import DefaultPartitioner, murmur2, partition_for
+from deepwatch.partition import SAME_LENGTH_BATCH, DefaultPartitioner, murmur2, murmur2_same_length, partition_for
 from deepwatch.settings import load_settings
 from ingest.backoff import RetryPolicy, poll_delay, retry_delay, source_backoff
 from ingest.fetcher import GuardedFetcher
@@ -131,6 +131,19 @@ def test_producer_partitioner_answers_as_aiokafkas(key: bytes | None, partitions
         assert ours(None, every, [partitions - 1]) == partitions - 1
         return
     assert ours(key, every, every) == ours(key, every, []) == theirs(key, every, every)
+
+
+@given(st.integers(0, 80).flatmap(lambda n: st.lists(st.binary(min_size=n, max_size=n), min_size=1, max_size=150)),
+       st.integers(1, 64))
+def test_keys_placed_together_go_where_each_alone_goes(keys: list[bytes], partitions: int) -> None:
+    """A batch of results is placed at once (keys of one length hashed together with numpy, from
+    SAME_LENGTH_BATCH keys on): each key lands where aiokafka's partitioner puts it."""
+    every = list(range(partitions))
+    assert murmur2_same_length(keys) == [kafka_murmur2(key) for key in keys]
+    mixed = [*keys, b"a longer key than any of them" * 3]
+    theirs = AiokafkaPartitioner()
+    for batch in (keys, keys * SAME_LENGTH_BATCH, mixed):
+        assert DefaultPartitioner().place(batch, every) == [theirs(key, every, every) for key in batch]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ from deepwatch.contracts import (
     UrlDiscovered,
     UrlFailure,
     parse,
+    utcnow,
 )
 from deepwatch.media.errors import MediaError
 from deepwatch.media.fetch import FetchLimits, fetch
@@ -247,6 +248,7 @@ class StreamPipeline:
     async def _publish_hits(self, hits: list[_Hit], heads: list[RecordHead | None], dedup: str) -> list[bool]:
         done: list[bool] = []
         results: list[ResultMessage] = []
+        now = utcnow()
         for hit, head in zip(hits, heads, strict=True):
             if head is None:
                 # The table (or the content search) names a record the index no longer has (an index
@@ -258,7 +260,7 @@ class StreamPipeline:
             remembered = hit.remembered and hit.media_id == head.media_id
             if not remembered and self.handled.get(hit.event.canonical_url) != head.media_id:
                 self.handled[hit.event.canonical_url] = head.media_id  # a table write is a changelog message
-            results.append(result_of(head, hit.event, dedup))
+            results.append(result_of(head, hit.event, dedup, now))
             done.append(True)
         await self.publish_results(results)
         self.metrics.dedup.labels(dedup).inc(sum(done))

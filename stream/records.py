@@ -4,6 +4,7 @@ event rebuilds what the first delivery wrote and the index's merge makes the rew
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from deepwatch.contracts import (
@@ -92,15 +93,18 @@ def scored(record: MediaRecord, answer: ScoreAnswer, objects: StoredObjects) -> 
 ResultMessage = tuple[bytes, bytes]
 
 
-def result_of(head: RecordHead, event: UrlDiscovered, dedup: DedupClass | None = None) -> ResultMessage:
+def result_of(
+    head: RecordHead, event: UrlDiscovered, dedup: DedupClass | None = None, at: datetime | None = None
+) -> ResultMessage:
     """What ``deepwatch.results`` hears about one event; ``dedup`` is how this event was resolved
-    (a URL hit on a record that was itself a near-duplicate is still a "url" event).
+    (a URL hit on a record that was itself a near-duplicate is still a "url" event), ``at`` when (now by default;
+    the results of a batch published together share one time).
 
     Every value comes from a validated event or record, so the result is written, not validated again, and the
     record's scores are written as the index handed them (``RecordHead.scores``): the stream publishes one result
     per event (deepwatch.contracts.scored_media_json)."""
     json = scored_media_json(media_id=head.media_id, trace_id=event.trace_id, canonical_url=event.canonical_url,
-                             dedup=dedup or head.dedup, record_scores=head.scores)
+                             dedup=dedup or head.dedup, record_scores=head.scores, at=at)
     return head.media_id.encode(), json
 
 

@@ -103,9 +103,9 @@ def result_of(
     Every value comes from a validated event or record, so the result is written, not validated again, and the
     record's scores are written as the index handed them (``RecordHead.scores``): the stream publishes one result
     per event (deepwatch.contracts.scored_media_json)."""
-    json = scored_media_json(media_id=head.media_id, trace_id=event.trace_id, canonical_url=event.canonical_url,
-                             dedup=dedup or head.dedup, record_scores=head.scores, at=at)
-    return head.media_id.encode(), json
+    value = scored_media_json(media_id=head.media_id, trace_id=event.trace_id, canonical_url=event.canonical_url,
+                              dedup=dedup or head.dedup, record_scores=head.scores, at=at)
+    return head.media_id.encode(), value
 
 
 def url_failure(sighting: Sighting, stage: str, error: BaseException, attempts: int) -> UrlFailure:

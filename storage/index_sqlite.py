@@ -448,7 +448,7 @@ class _Counting:
 
     def add(self, sighting: Sighting) -> None:
         """What storage.merge.count_sightings does to the sighting, on the row (a redelivered event changes nothing:
-        merge.marks_cover and merge.merged_marks, on the stored JSON)."""
+        merge.already_applied and merge.merge_applied, on the stored JSON)."""
         marks, applied = self.marks, sighting.applied
         later = {partition: position for partition, position in applied.items()
                  if not _mark_covers(marks.get(partition), position)}

@@ -25,14 +25,10 @@ from deepwatch.contracts import (
 
 def already_applied(old: Sighting, new: Sighting) -> bool:
     """``new`` carries event positions that ``old``'s watermark covers: a redelivered event."""
-    return marks_cover(old.applied, new.applied)
-
-
-def marks_cover(marks: dict[str, EventPosition], applied: dict[str, EventPosition]) -> bool:
-    """:func:`already_applied` on the watermarks alone (backends that keep them apart from the sighting)."""
-    if not applied:
+    if not new.applied:
         return False
-    for partition, position in applied.items():  # a loop, not all(...): this runs for every hit
+    marks = old.applied
+    for partition, position in new.applied.items():  # a loop, not all(...): this runs for every hit
         mark = marks.get(partition)
         if mark is None or not mark.covers(position):
             return False
@@ -41,13 +37,8 @@ def marks_cover(marks: dict[str, EventPosition], applied: dict[str, EventPositio
 
 def merge_applied(old: Sighting, new: Sighting) -> dict[str, EventPosition]:
     """Per partition the later of the two watermarks."""
-    return merged_marks(old.applied, new.applied)
-
-
-def merged_marks(marks: dict[str, EventPosition], applied: dict[str, EventPosition]) -> dict[str, EventPosition]:
-    """:func:`merge_applied` on the watermarks alone."""
-    merged = dict(marks)
-    for partition, position in applied.items():
+    merged = dict(old.applied)
+    for partition, position in new.applied.items():
         mark = merged.get(partition)
         if mark is None or not mark.covers(position):
             merged[partition] = position

@@ -219,7 +219,7 @@ def submit(
         if not settings.kafka_bootstrap:
             fail("no Kafka: start `deepwatch up` with this data directory or set DEEPWATCH_KAFKA_BOOTSTRAP", 1, as_json)
         try:
-            with EventPublisher(settings.kafka_bootstrap) as publisher:
+            with EventPublisher(settings.kafka_bootstrap, max_block_s=settings.kafka_publish_timeout_s) as publisher:
                 published = publisher.publish(events)
         except PublishError as exc:
             fail(str(exc), 1, as_json)
@@ -790,7 +790,8 @@ def detectors_reverdict(
         if not settings.kafka_bootstrap:
             fail("no Kafka: start `deepwatch up` with this data directory or set DEEPWATCH_KAFKA_BOOTSTRAP", 1, as_json)
         try:  # connected before anything is rewritten: a broker that is not there changes nothing
-            publisher = EventPublisher(settings.kafka_bootstrap, topic=TOPIC_RESULTS, client_id="deepwatch-reverdict")
+            publisher = EventPublisher(settings.kafka_bootstrap, max_block_s=settings.kafka_publish_timeout_s,
+                                       topic=TOPIC_RESULTS, client_id="deepwatch-reverdict")
         except PublishError as exc:
             fail(str(exc), 1, as_json)
     try:

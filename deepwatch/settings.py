@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # group joins fast there and are harmless on a real Kafka.
     kafka_session_timeout_s: float = Field(6.0, gt=0)
     kafka_heartbeat_s: float = Field(2.0, gt=0)
+    kafka_publish_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="how long `submit`, the crawler and `detectors reverdict --publish` wait for "
+        "a broker to answer, or for room to send, before they report it; the API waits 5 s at the most (a request "
+        "is waiting)"
+    )
 
     # --- search index -----------------------------------------------------------------------
     index_backend: Literal["sqlite", "elasticsearch"] = "sqlite"

@@ -78,7 +78,7 @@ def run_crawler(settings: Settings, sources_file: Path | None) -> None:
             if not settings.kafka_bootstrap:
                 # The scheduler records this as the source's error and keeps the items for later.
                 raise RuntimeError("no Kafka to publish to: set DEEPWATCH_KAFKA_BOOTSTRAP or start `deepwatch up`")
-            publisher = EventPublisher(settings.kafka_bootstrap)
+            publisher = EventPublisher(settings.kafka_bootstrap, max_block_s=settings.kafka_publish_timeout_s)
         publisher.publish(events)
 
     scheduler = scheduler_for(settings, config, publish, stop)

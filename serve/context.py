@@ -92,7 +92,9 @@ class ApiContext:
         with self._lock:
             if self._publisher is None:
                 self._publisher = EventPublisher(
-                    self.settings.kafka_bootstrap, max_block_s=PUBLISH_TIMEOUT_S, client_id="deepwatch-api"
+                    self.settings.kafka_bootstrap,
+                    max_block_s=min(PUBLISH_TIMEOUT_S, self.settings.kafka_publish_timeout_s),
+                    client_id="deepwatch-api",
                 )
             return self._publisher
 

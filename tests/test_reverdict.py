@@ -219,3 +219,26 @@ def test_cli_reverdict_publishes_the_records_whose_score_or_verdict_moved(
 
     again = runner.invoke(app, argv)  # nothing moved since: nothing told
     assert again.exit_code == 0 and json.loads(again.stdout)["published"] == 0
+
+
+def test_cli_reverdict_publish_with_no_broker_changes_nothing(
+    scored_index: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker is connected before anything is rewritten: one that is not there is an error, and every record
+    keeps its verdict (a record rewritten but never told would be missed by a later --publish run)."""
+    from deepwatch.embedded.processes import free_port
+
+    settings, runner = scored_index, CliRunner()
+    before = [_stored(settings, n) for n in (1, 2, 6)]
+    port = free_port()  # bound and let go: nothing answers there
+    monkeypatch.setenv("DEEPWATCH_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("DEEPWATCH_KAFKA_PUBLISH_TIMEOUT_S", "1")
+    monkeypatch.setenv("DEEPWATCH_ENSEMBLE_PLATT", json.dumps({k: list(v) for k, v in CALIBRATED.platt.items()}))
+    monkeypatch.setenv("DEEPWATCH_ENSEMBLE_WEIGHTS", json.dumps(dict(CALIBRATED.weights)))
+    argv = ["detectors", "reverdict", "--json", "--publish", "--data-dir", str(settings.data_dir)]
+    failed = runner.invoke(app, argv)
+    assert failed.exit_code == 1
+    assert f"no Kafka broker at 127.0.0.1:{port}" in json.loads(failed.stdout)["error"]
+    assert [_stored(settings, n) for n in (1, 2, 6)] == before
+    # the same settings without --publish do change these records: the test above would see a rewrite
+    assert json.loads(runner.invoke(app, [a for a in argv if a != "--publish"]).stdout)["changed"] == 4

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from deepwatch.cli import app
 from deepwatch.contracts import TOPIC_URLS, UrlDiscovered, parse
+from deepwatch.embedded.processes import free_port
 
 runner = CliRunner()
 
@@ -46,3 +47,12 @@ def test_submit_publishes_keyed_by_canonical_url(kafka_bootstrap: str, tmp_path,
     consumer.close()
     assert [parse(UrlDiscovered, m.value).url for m in ours] == urls
     assert len({m.partition for m in ours}) == 1  # same canonical URL, same partition
+
+
+def test_submit_with_no_broker_says_so_within_its_timeout(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()  # bound and let go: nothing answers there
+    monkeypatch.setenv("DEEPWATCH_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("DEEPWATCH_KAFKA_PUBLISH_TIMEOUT_S", "1")
+    result = runner.invoke(app, ["submit", "--json", "--data-dir", str(tmp_path), "https://youtu.be/dQw4w9WgXcQ"])
+    assert result.exit_code == 1
+    assert f"no Kafka broker at 127.0.0.1:{port}" in json.loads(result.stdout)["error"]

@@ -240,5 +240,5 @@ def test_cli_reverdict_publish_with_no_broker_changes_nothing(
     assert failed.exit_code == 1
     assert f"no Kafka broker at 127.0.0.1:{port}" in json.loads(failed.stdout)["error"]
     assert [_stored(settings, n) for n in (1, 2, 6)] == before
-    # the same settings without --publish do change these records: the test above would see a rewrite
+    # the same settings without --publish do change these records: the comparison above would see a rewrite
     assert json.loads(runner.invoke(app, [a for a in argv if a != "--publish"]).stdout)["changed"] == 4

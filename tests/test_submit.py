@@ -49,7 +49,7 @@ def test_submit_publishes_keyed_by_canonical_url(kafka_bootstrap: str, tmp_path,
     assert len({m.partition for m in ours}) == 1  # same canonical URL, same partition
 
 
-def test_submit_with_no_broker_says_so_within_its_timeout(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_submit_with_no_broker_is_an_error_naming_it(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     port = free_port()  # bound and let go: nothing answers there
     monkeypatch.setenv("DEEPWATCH_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
     monkeypatch.setenv("DEEPWATCH_KAFKA_PUBLISH_TIMEOUT_S", "1")

@@ -24,7 +24,13 @@ from deepwatch.media.errors import Corrupt, NotFound, TooLarge, Unsupported
 from deepwatch.media.fingerprint import FingerprintOptions, MediaFingerprint, face_frame_indices, fingerprint_file
 from deepwatch.media.frames import next_sample_after_next_keyframe, open_frames, p_frames_skip_b_frames, sample_times
 from deepwatch.media.hashes import bits_to_hex, content_box, grey, hamming, pdq_pair, phash_pair
-from deepwatch.media.videohash_compat import ffmpeg_slot_times, make_collage, videohash_of_frames, whash_bits
+from deepwatch.media.videohash_compat import (
+    ffmpeg_slot_times,
+    make_collage,
+    tile_thumbnails,
+    videohash_of_frames,
+    whash_bits,
+)
 from deepwatch.settings import load_settings
 from tests.fingerprint_support import FPS, Clips, clips, face_images, letterboxed, scene, texture, with_face  # noqa: F401
 from tests.media_support import jpeg_with_orientation, pattern, rotated_video
@@ -56,15 +62,35 @@ def test_pdq_is_pdqhash_of_the_picture_and_of_its_mirror(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])
-def test_phash_is_imagehash_phash(seed: int) -> None:
+def test_phash_is_close_to_imagehash_phash(seed: int) -> None:
     import imagehash
 
     picture = smooth(seed)
     plain, mirrored = phash_pair(picture)
-    assert plain == str(imagehash.phash(Image.fromarray(picture)))
+    # ours area-averages to 32x32 where ImageHash uses Lanczos: a bit or two
+    assert hamming(plain, str(imagehash.phash(Image.fromarray(picture)))) <= 3
     assert phash_pair(grey(picture)) == (plain, mirrored)  # a frame's grey, converted once for its hashes
-    # ours mirrors the 32x32 grey image instead of resizing the mirrored picture: a bit or two at most
-    assert hamming(mirrored, str(imagehash.phash(ImageOps.mirror(Image.fromarray(picture))))) <= 2
+    # and mirrors the 32x32 grey image instead of resizing the mirrored picture
+    assert hamming(mirrored, str(imagehash.phash(ImageOps.mirror(Image.fromarray(picture))))) <= 4
+
+
+def test_phash_bits_are_those_of_imagehashs_dct() -> None:
+    """Our DCT (two small matrix products) picks the bits scipy's, inside ImageHash, picks from a 32x32 image."""
+    import scipy.fftpack
+
+    from deepwatch.media.hashes import _phash_hex
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        pixels = rng.integers(0, 256, (32, 32)).astype(np.float64)
+        low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+        assert _phash_hex(pixels) == np.packbits(low > np.median(low)).tobytes().hex()
+
+
+def test_grey_is_pillows_luma_for_every_colour() -> None:
+    levels = np.arange(256, dtype=np.uint8)
+    every = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(4096, 4096, 3)
+    assert np.array_equal(grey(every), np.asarray(Image.fromarray(every).convert("L")))
 
 
 def test_content_box_trims_black_bars_only() -> None:
@@ -172,6 +198,23 @@ def test_whash_is_imagehash_whash_of_the_saved_collage_even_where_blocks_tie() -
         collage.save(buffer, format="JPEG")
         expected = [int(b) for b in imagehash.whash(Image.open(io.BytesIO(buffer.getvalue()))).hash.flatten()]
         assert whash_bits(collage) == expected
+
+
+@pytest.mark.parametrize("frames", [1, 5, 61, 100])
+def test_tile_thumbnails_are_each_tile_resized_alone(frames: int) -> None:
+    """The batched resize gives Pillow's pixels for every tile resized on its own, as videohash2 does it."""
+    rng = np.random.default_rng(frames)
+    squares = [smooth(s, 144, 144) if s % 2 else rng.integers(0, 256, (144, 144, 3), np.uint8) for s in range(frames)]
+    strip = np.concatenate(squares, axis=1)
+    tile_h, tile_w = 144 // 8, strip.shape[1] // 8
+    alone = [
+        np.asarray(Image.fromarray(strip[y : y + tile_h, x : x + tile_w]).resize((16, 16), Image.Resampling.LANCZOS))
+        for y in range(0, 144 - 8, tile_h)
+        for x in range(0, strip.shape[1] - 8, tile_w)
+    ]
+    batched = tile_thumbnails([Image.fromarray(s) for s in squares])
+    assert batched.shape == (64, 16, 16, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, batched, strict=True))
 
 
 # --- whole files ----------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 - PDQ (Meta's 256-bit hash, via ``pdqhash``): precise; what the index searches. Its hex follows the
   reference implementation: bit ``k`` of the hash is bit ``k`` of the number the 64 hex digits spell.
-- pHash (64 bits, ImageHash's ``phash``): coarse, so it still matches when the same scene is sampled a few
-  tenths of a second apart in two copies (PDQ is near random by then on moving pictures); the matcher uses
-  it only where the times of many frames agree.
+- pHash (64 bits, ImageHash's ``phash`` but for the resize): coarse, so it still matches when the same scene
+  is sampled a few tenths of a second apart in two copies (PDQ is near random by then on moving pictures); the
+  matcher uses it only where the times of many frames agree.
 """
 
 from __future__ import annotations
@@ -33,22 +33,32 @@ def bits_to_hex(bits: np.ndarray) -> str:
 
 def grey(rgb: np.ndarray) -> np.ndarray:
     """Pillow's ``L`` (ITU-R 601-2 luma, rounded) of an RGB picture, as ImageHash computes it; a grey picture
-    (2-D) is returned as it is, so that callers convert a frame once for all of its hashes."""
-    from PIL import Image
+    (2-D) is returned as it is, so that callers convert a frame once for all of its hashes.
 
+    Pillow's own integer formula, in numpy: the same value for every one of the 2**24 colours (tested), in half
+    the time of a round trip through a Pillow image for a frame this small.
+    """
     if rgb.ndim == 2:
         return rgb
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).convert("L"))
+    luma = rgb[..., 0].astype(np.uint32) * 19595
+    luma += rgb[..., 1].astype(np.uint32) * 38470
+    luma += rgb[..., 2].astype(np.uint32) * 7471
+    luma += 0x8000
+    return (luma >> 16).astype(np.uint8)
 
 
 def phash_pair(picture: np.ndarray) -> tuple[str, str]:
     """ImageHash's pHash (8x8 of the DCT of a 32x32 grey image) of the picture (RGB, or grey from
     :func:`grey`) and of its mirror image, as 16 hex digits each. The mirror's is taken from the mirrored
-    32x32 image, which saves a second resize and may differ from ``phash(mirror(picture))`` by a bit or two."""
-    from PIL import Image
+    32x32 image, which saves a second resize and may differ from ``phash(mirror(picture))`` by a bit or two.
 
-    small = Image.fromarray(np.ascontiguousarray(grey(picture))).resize((32, 32), Image.Resampling.LANCZOS)
-    pixels = np.asarray(small, dtype=np.float64)
+    The 32x32 image is area-averaged by OpenCV where ImageHash has Pillow's Lanczos filter: on the 61 frames
+    of a 60 s clip 0.6 bits of 64 from ImageHash's hash on average and 2 at most, for a quarter of the time.
+    """
+    import cv2
+
+    small = cv2.resize(np.ascontiguousarray(grey(picture)), (32, 32), interpolation=cv2.INTER_AREA)
+    pixels = small.astype(np.float64)
     return _phash_hex(pixels), _phash_hex(pixels[:, ::-1])
 
 
@@ -56,10 +66,13 @@ def phash(picture: np.ndarray) -> str:
     return phash_pair(picture)[0]
 
 
-def _phash_hex(pixels: np.ndarray) -> str:
-    import scipy.fftpack
+# the 8 lowest rows of the unnormalised DCT-II of 32 samples, scipy.fftpack.dct's, which ImageHash applies to both
+# axes of the 32x32 picture before keeping the 8x8 lowest frequencies: two small products give those directly
+_DCT_LOW = 2 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(32)[None, :] + 1) / 64)
 
-    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+
+def _phash_hex(pixels: np.ndarray) -> str:
+    low = _DCT_LOW @ pixels @ _DCT_LOW.T
     # ImageHash's order: the first bit is the highest
     return np.packbits(low > np.median(low)).tobytes().hex()
 

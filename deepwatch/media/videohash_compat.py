@@ -130,14 +130,14 @@ def make_collage(frames: Sequence[Image.Image], width: int = COLLAGE_WIDTH) -> I
     return collage
 
 
-def dominant_colour(tile: Image.Image) -> str:
-    """imagedominantcolour's verdict for one tile: 'r', 'g', 'b', 'l' (no channel leads) or 'n' (no clear winner).
+def dominant_colour(small: np.ndarray) -> str:
+    """imagedominantcolour's verdict for one tile, given as its 16x16 LANCZOS thumbnail (RGB): 'r', 'g', 'b',
+    'l' (no channel leads) or 'n' (no clear winner).
 
     Where 'l' ties with another most common pixel class, the library's answer depends on Python's string
     hashing (it takes ``max`` over a set); we let 'l' win the tie.
     """
-    small = np.asarray(tile.resize((16, 16), Image.Resampling.LANCZOS).convert("RGB"), dtype=np.int16)
-    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    r, g, b = (small[..., i].astype(np.int16) for i in range(3))
     counts = {
         "r": int(((r > g) & (r > b)).sum()),
         "g": int(((g > b) & (g > r)).sum()),
@@ -153,16 +153,35 @@ def dominant_colour(tile: Image.Image) -> str:
     return "n"
 
 
-def tile_colours(frames: Sequence[Image.Image]) -> list[str]:
-    """Dominant colours of videohash2's 8x8 tiles of the frames laid side by side, row by row."""
+def tile_thumbnails(frames: Sequence[Image.Image], side: int = 16) -> np.ndarray:
+    """videohash2's 8x8 tiles of the frames laid side by side, row by row, each resized to ``side`` x ``side``
+    with LANCZOS, as ``(tiles, side, side, 3)``.
+
+    Pillow resizes in two passes, rows then columns, through an 8-bit picture, and each output pixel reads
+    only its own row (then column) of the input. So the tiles are stacked one above the other for the first
+    pass and laid side by side for the second: the same pixels as resizing each tile alone (tested), without
+    working out the filter's weights 64 times over (they took half the time).
+    """
     strip = np.concatenate([np.asarray(f, dtype=np.uint8) for f in frames], axis=1)
     height, width = strip.shape[:2]
-    tile_w, tile_h = width // 8, height // 8
-    colours = []
-    for top in range(0, height - 8, tile_h):
-        for left in range(0, width - 8, tile_w):
-            colours.append(dominant_colour(Image.fromarray(strip[top : top + tile_h, left : left + tile_w])))
-    return colours
+    tile_h, tile_w = height // 8, width // 8
+    tiles = [
+        strip[top : top + tile_h, left : left + tile_w]
+        for top in range(0, height - 8, tile_h)
+        for left in range(0, width - 8, tile_w)
+    ]
+    count = len(tiles)
+    stacked = Image.fromarray(np.ascontiguousarray(np.concatenate(tiles, axis=0)))
+    narrow = np.asarray(stacked.resize((side, count * tile_h), Image.Resampling.LANCZOS))
+    beside = narrow.reshape(count, tile_h, side, 3).transpose(1, 0, 2, 3).reshape(tile_h, count * side, 3)
+    beside_image = Image.fromarray(np.ascontiguousarray(beside))
+    short = np.asarray(beside_image.resize((count * side, side), Image.Resampling.LANCZOS))
+    return short.reshape(side, count, side, 3).transpose(1, 0, 2, 3)
+
+
+def tile_colours(frames: Sequence[Image.Image]) -> list[str]:
+    """Dominant colours of videohash2's 8x8 tiles of the frames laid side by side, row by row."""
+    return [dominant_colour(small) for small in tile_thumbnails(frames)]
 
 
 def videohash_of_frames(frames: Sequence[np.ndarray]) -> str:
@@ -193,9 +212,13 @@ class VideohashBuilder:
 
     def add(self, t: float, rgb: np.ndarray) -> None:
         """Add one sampled frame; ``rgb`` may be downscaled from the source, with the same aspect ratio."""
+        import cv2
+
         self.times.append(t)
-        square = Image.fromarray(rgb).resize((FRAME_SIDE, FRAME_SIDE), Image.Resampling.BICUBIC)
-        self.squares.append(np.asarray(square))
+        # from our 160 px render, by area averaging: on 98 clips a mean of 2.47 bits of 64 from videohash2's
+        # hashes, against 2.32 with Pillow's bicubic from a 256 px render (a collage cell is 128 px and a tile
+        # 16 px at the most: nothing finer counts), and far cheaper
+        self.squares.append(cv2.resize(rgb, (FRAME_SIDE, FRAME_SIDE), interpolation=cv2.INTER_AREA))
         while self._next_start < len(CROPDETECT_STARTS) and t >= CROPDETECT_STARTS[self._next_start]:
             # cropdetect sees the third frame after the seek point; our sample there stands in for it
             self._next_start += 1

@@ -392,6 +392,20 @@ def test_faces_are_found_where_they_were_pasted(clips: Clips) -> None:  # noqa: 
     assert none.faces == () and not any(f.scene_grid for f in none.frames)
 
 
+def test_large_face_frames_rendered_at_once_give_the_same_fingerprint(
+    clips: Clips, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Face frames wait for the detector's one pass at the end, kept decoded or, over a size, as their render
+    for the crops: the two give the same hashes."""
+    import deepwatch.media.fingerprint as fingerprint_module
+
+    path = clips.get("face-0", lambda: with_face(scene(31), face_images()[0]))
+    kept = fingerprint_file(path)
+    monkeypatch.setattr(fingerprint_module, "KEEP_DECODED_PIXELS", 0)
+    rendered = fingerprint_file(path)
+    assert kept.faces and rendered.faces == kept.faces and rendered.frames == kept.frames
+
+
 def test_a_face_cut_by_the_edge_is_left_out(tmp_path: Path) -> None:
     from deepwatch.media.faces import detect_faces
 

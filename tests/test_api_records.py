@@ -261,7 +261,7 @@ def test_similar_finds_the_re_encoded_clip_as_a_duplicate(seeded: Seeded, clips:
     assert lower in found and other not in found and plain not in found
     assert found[lower]["relation"] == "duplicate" and 0 <= found[lower]["distance"] <= 31
     assert found[lower]["record"]["media_id"] == lower
-    # radius 0 on every kind: only bit-identical hashes, which a re-encode does not keep
+    # radius 0 on every kind: only bit-identical hashes (a re-encode keeps no PDQ; it may keep the coarse videohash)
     tight = seeded.get(f"/v1/similar/{plain}", videohash=0, pdq=0, pdq_faces=0).json()
     assert all(i["distance"] == 0 for i in tight["items"])
     assert seeded.get(f"/v1/similar/{plain}", pdq=300).json()["detail"][0]["loc"] == ["query", "pdq"]

@@ -336,6 +336,8 @@ def fingerprint_file(path: Path, *, settings: Settings | None = None) -> MediaFi
             boxes = [b for b in boxes if not b.cut][:MAX_FACES_PER_FRAME]
             faces.extend(face_frame.face_hashes(boxes))
             frames[face_frame.index] = face_frame.frame_hash(boxes)
+        # "faces" holds the detector, the face hashes and the face frames' own frame hashes; their renders were
+        # counted under "pdq", in the loop
         clock.lap("faces")
     clock.lap("decode")
     vh = videohash.hexdigest(header.duration, header.frame_duration) if videohash else None
